@@ -18,7 +18,6 @@ from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
-from pytorch_metric_learning.distances import CosineSimilarity
 from torch import nn
 
 from gramx.volume import volume_matrix
@@ -161,7 +160,11 @@ class PairwiseInfoNCE(nn.Module):
         self.temperature = temperature if isinstance(temperature, Temperature) else Temperature(temperature)
         self.label_smoothing = label_smoothing
         self.reducer = reducer
-        self.distance = distance if distance is not None else CosineSimilarity()
+        if distance is None:
+            from pytorch_metric_learning.distances import CosineSimilarity  # scipy: slow import
+
+            distance = CosineSimilarity()
+        self.distance = distance
 
     def pairs(self, feats: Feats) -> list[tuple[str, str]]:
         """The modality pairs this loss compares for a batch with ``feats``'s modalities."""

@@ -1,0 +1,32 @@
+"""Hook specifications: what a gramx plugin may implement.
+
+A plugin is a module (or object) named by an entry point in group ``gramx`` whose
+functions are decorated with :data:`gramx.hookimpl`. Implementations may take fewer
+arguments than a spec lists; arguments are only ever appended, never renamed.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+PROJECT = "gramx"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def gramx_register_modalities(register):
+    """Register the modalities this plugin provides.
+
+    Called once per plugin when gramx discovers plugins. Call ``register`` with a
+    :class:`gramx.Modality` for each modality; its ``name`` must be unique among all
+    installed plugins. An exception raised here, or an invalid modality, disables the
+    whole plugin (it is listed with its error by ``gramx plugins list``) while every
+    other plugin keeps working.
+
+    :param register: ``register(modality: gramx.Modality) -> None``.
+    :return: nothing.
+
+    .. versionadded:: 0.1
+    """

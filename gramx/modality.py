@@ -1,0 +1,69 @@
+"""The :class:`Modality` spec: everything the core needs to know about one modality."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pydantic
+import torch
+from torch.utils.data import default_collate
+
+from gramx.errors import PluginError
+
+__all__ = ["Modality", "default_collate_samples"]
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def default_collate_samples(samples: list[Any], cfg: pydantic.BaseModel) -> Any:
+    """Stack a list of tensors (or dicts of tensors) into a batch."""
+    return default_collate(samples)
+
+
+@dataclass(frozen=True)
+class Modality:
+    """One modality, as a plugin registers it.
+
+    - ``name``: unique key used in configs and manifests (lowercase, ``[a-z][a-z0-9_]*``).
+    - ``load(value, cfg)``: one manifest value (usually a path) -> one sample (a tensor or a
+      dict of tensors); raises :class:`gramx.LoadError` naming the input on bad data.
+    - ``build_encoder(cfg)``: -> ``nn.Module`` mapping a batch to ``[B, feature_dim]``.
+      Encoders should expose an int attribute ``feature_dim``.
+    - ``config``: a pydantic model class with the modality's options; its defaults must validate.
+    - ``collate(samples, cfg)``: list of samples -> batch; by default tensors are stacked.
+    - ``description``: one line for ``gramx plugins list``.
+    - ``value_is_path``: manifest values are file paths (resolved against the manifest's
+      folder); ``False`` for modalities whose values are the data itself, such as text.
+    - ``samples``: example inputs (e.g. paths of shipped files) for ``gramx plugins check``.
+    """
+
+    name: str
+    load: Callable[[Any, Any], Any]
+    build_encoder: Callable[[Any], torch.nn.Module]
+    config: type[pydantic.BaseModel]
+    collate: Callable[[list[Any], Any], Any] | None = None
+    description: str = ""
+    value_is_path: bool = True
+    samples: Sequence[Any] = field(default_factory=tuple)
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            raise PluginError(f"invalid modality name {self.name!r}: use lowercase letters, digits and '_'")
+        for attr in ("load", "build_encoder"):
+            if not callable(getattr(self, attr)):
+                raise PluginError(f"modality {self.name!r}: {attr} must be callable")
+        if self.collate is not None and not callable(self.collate):
+            raise PluginError(f"modality {self.name!r}: collate must be callable or None")
+        if not (isinstance(self.config, type) and issubclass(self.config, pydantic.BaseModel)):
+            raise PluginError(f"modality {self.name!r}: config must be a pydantic BaseModel subclass")
+
+    def default_config(self) -> pydantic.BaseModel:
+        """The modality's configuration with every option at its default."""
+        return self.config()
+
+    def make_batch(self, samples: list[Any], cfg: pydantic.BaseModel) -> Any:
+        """Collate loaded samples with the modality's collate (or the default)."""
+        return (self.collate or default_collate_samples)(samples, cfg)
