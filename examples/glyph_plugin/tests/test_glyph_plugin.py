@@ -1,0 +1,53 @@
+"""The glyph example plugin passes the conformance kit and joins glyphs to manifests by label."""
+
+import json
+
+import numpy as np
+import pytest
+
+import gramx
+from gramx import plugins
+from gramx.testing import ModalityConformance
+from gramx_glyph import data
+
+
+@pytest.fixture(scope="module")
+def glyph():
+    plugins.reset()
+    yield gramx.get_modality("glyph")
+    plugins.reset()
+
+
+@pytest.fixture
+def bad_files(tmp_path):
+    wrong_shape = tmp_path / "wrong-shape.npy"
+    np.save(wrong_shape, np.zeros((4, 4)))
+    garbage = tmp_path / "garbage.npy"
+    garbage.write_bytes(b"not numpy at all")
+    return [wrong_shape, garbage]
+
+
+class TestGlyphConformance(ModalityConformance):
+    @pytest.fixture(autouse=True)
+    def _setup(self, glyph, bad_files):
+        self.modality = glyph
+        self.samples = list(glyph.samples)
+        self.bad_inputs = bad_files
+
+
+def test_glyph_loads_in_unit_range(glyph):
+    x = glyph.load(glyph.samples[0], glyph.default_config())
+    assert x.shape == (1, 8, 8) and 0 <= x.min() and x.max() <= 1
+
+
+def test_add_glyphs_joins_by_label_with_disjoint_splits(tmp_path):
+    rows = [{"id": f"r{i}", "label": i % 10, "text": "x"} for i in range(30)]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert data.add_glyphs(tmp_path / "in.jsonl", tmp_path / "out.jsonl", "train") == 30
+    out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    train, test = data.glyphs_by_class("train"), data.glyphs_by_class("test")
+    for row in out:
+        grid = np.load(tmp_path / row["glyph"])
+        assert any(np.array_equal(grid, g) for g in train[row["label"]])
+    for label in range(10):  # no glyph serves both splits
+        assert not any(np.array_equal(a, b) for a in train[label] for b in test[label])
