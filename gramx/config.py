@@ -1,0 +1,396 @@
+"""The run configuration: pydantic sections, YAML files and ``--set a.b=c`` overrides.
+
+A run is described by one YAML file::
+
+    modalities:                 # name -> the plugin's own options + the projection head
+      text:  {options: {freeze: true}, head: {hidden: 0}}
+      audio: {options: {}}
+    dim: 128                    # shared embedding dimension
+    loss: {type: gram, anchor: text}
+    data: {train: data/train.jsonl, val: data/test.jsonl, batch_size: 64}
+    optim: {lr: 1.0e-3, epochs: 5}
+    output: {dir: runs/demo}
+
+Every section forbids unknown keys; a misspelt key is an error naming its path and the
+keys allowed there. The options of a modality are validated by that modality's own config
+class (from its plugin). Relative input paths (manifests, class lists) resolve against the
+folder of the YAML file; ``output.dir`` resolves against the working directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+from gramx.errors import ConfigError, GramxError
+
+__all__ = [
+    "HeadConfig",
+    "ModalityEntry",
+    "LossConfig",
+    "DataConfig",
+    "OptimConfig",
+    "EvalConfig",
+    "OutputConfig",
+    "LoggingConfig",
+    "RunConfig",
+    "load_config",
+    "parse_config",
+    "apply_overrides",
+    "config_schema",
+    "format_validation_error",
+]
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class HeadConfig(_Section):
+    """The projection head from an encoder's features into the shared space."""
+
+    hidden: int = Field(0, ge=0, description="hidden width of a 2-layer MLP head; 0 = one linear layer")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout before the last layer (MLP heads)")
+    in_dim: int | None = Field(
+        None, ge=1, description="encoder feature size; only needed when the encoder lacks `feature_dim`"
+    )
+
+
+class ModalityEntry(_Section):
+    """One modality of the run: its plugin options and its projection head."""
+
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="options of the modality's plugin, checked by its own config class"
+    )
+    head: HeadConfig = Field(default_factory=HeadConfig)
+    cache: bool = Field(
+        True,
+        description="when the encoder has no trainable parameters, compute its features once per "
+        "distinct manifest value and reuse them",
+    )
+    _plugin_config: BaseModel | None = PrivateAttr(default=None)
+
+    @property
+    def plugin_config(self) -> BaseModel:
+        """The options as an instance of the plugin's config class (set by validation)."""
+        if self._plugin_config is None:
+            raise ConfigError("modality options were not validated against their plugin")
+        return self._plugin_config
+
+
+class LossConfig(_Section):
+    """The training objective."""
+
+    type: Literal["gram", "pairwise", "pairwise_all"] = Field(
+        "gram", description="gram: GRAM volume loss; pairwise: InfoNCE to the anchor; pairwise_all: all pairs"
+    )
+    anchor: str = Field("text", description="anchor modality (gram also accepts 'all')")
+    temperature: float = Field(0.07, gt=0, description="initial temperature (trained)")
+    learn_temperature: bool = True
+    label_smoothing: float | None = Field(None, ge=0, lt=1, description="None: the loss's default")
+    dam_weight: float | None = Field(None, ge=0, description="weight of data-anchor matching; None = off")
+    dam_hidden: int = Field(256, ge=1, description="hidden width of the DAM head")
+
+
+class DataConfig(_Section):
+    """Manifests and loading."""
+
+    train: Path = Field(description="training manifest (JSONL or CSV)")
+    val: Path | None = Field(None, description="validation manifest for periodic evaluation")
+    batch_size: int = Field(32, ge=2, description="global batch size (split across processes)")
+    workers: int = Field(0, ge=0, description="DataLoader worker processes per training process")
+    on_error: Literal["raise", "skip"] = Field(
+        "raise", description="a bad row or file: stop (raise) or leave it out and report it (skip)"
+    )
+    shuffle: bool = True
+    drop_last: bool = Field(True, description="leave out the last incomplete batch of each epoch")
+
+
+class OptimConfig(_Section):
+    """Optimisation: AdamW with linear warm-up and a cosine schedule."""
+
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0, description="applied to weight matrices only")
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine floor as a fraction of lr")
+    grad_clip: float | None = Field(1.0, gt=0, description="max global gradient norm; None = off")
+    accumulate: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    amp: Literal["auto", "bf16", "fp16", "none"] = Field(
+        "auto", description="autocast dtype; auto = bf16 on CUDA, none on CPU"
+    )
+    epochs: int | None = Field(1, ge=1, description="passes over the training manifest")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (overrides epochs)")
+    seed: int = 0
+
+
+class EvalConfig(_Section):
+    """Periodic validation on ``data.val``."""
+
+    every: int | None = Field(None, ge=1, description="validate every N optimizer steps; None = each epoch end")
+    metrics: list[Literal["retrieval", "nway", "zeroshot"]] = Field(default_factory=lambda: ["retrieval", "nway"])
+    classes: Path | None = Field(None, description="class names for zero-shot, line i = label i")
+    template: str = Field("{}", description="zero-shot prompt template")
+    batch_size: int = Field(64, ge=1)
+
+
+class OutputConfig(_Section):
+    """Where the run writes, and how often it checkpoints."""
+
+    dir: Path = Field(Path("runs/gramx"), description="run folder (relative to the working directory)")
+    checkpoint_every: int | None = Field(None, ge=1, description="checkpoint every N steps (and each epoch end)")
+    keep_checkpoints: int = Field(2, ge=1)
+
+
+class LoggingConfig(_Section):
+    """Progress bars, the JSONL metrics log and TensorBoard."""
+
+    every: int = Field(10, ge=1, description="log training metrics every N steps")
+    progress: bool = Field(True, description="tqdm progress bars")
+    tensorboard: bool = True
+
+
+class RunConfig(_Section):
+    """A complete training run."""
+
+    modalities: dict[str, ModalityEntry] = Field(description="modality name -> options and head")
+    dim: int = Field(256, ge=2, description="dimension of the shared embedding space")
+    loss: LossConfig = Field(default_factory=LossConfig)
+    data: DataConfig
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N (auto = cuda when available)")
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if not _DEVICE.match(value):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {value!r}")
+        return value
+
+    @field_validator("modalities")
+    @classmethod
+    def _check_modalities(cls, value: dict[str, ModalityEntry]) -> dict[str, ModalityEntry]:
+        if len(value) < 2:
+            raise ValueError(f"a run needs at least two modalities, got {sorted(value) or 'none'}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_anchor(self) -> "RunConfig":
+        names = sorted(self.modalities)
+        anchor = self.loss.anchor
+        allowed = names + (["all"] if self.loss.type == "gram" else [])
+        if self.loss.type != "pairwise_all" and anchor not in allowed:
+            raise ValueError(f"loss.anchor {anchor!r} is not one of {allowed}")
+        if self.loss.dam_weight and anchor not in names:
+            raise ValueError(f"DAM needs a modality as loss.anchor, got {anchor!r}")
+        return self
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _unwrap(annotation: Any) -> Any:
+    """The pydantic model or dict type inside Optional / Union annotations."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for arm in typing.get_args(annotation):
+            inner = _unwrap(arm)
+            if inner is not None:
+                return inner
+        return None
+    if origin is dict:
+        return annotation
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def _model_at(root: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The model class whose keys live at ``loc`` (``None`` when it is not a model)."""
+    current: Any = root
+    parts = list(loc)
+    while parts:
+        part = parts.pop(0)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            if field is None:
+                return None
+            current = _unwrap(field.annotation)
+        elif typing.get_origin(current) is dict:
+            current = _unwrap(typing.get_args(current)[1])
+        else:
+            return None
+        if current is None:
+            return None
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _path(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def format_validation_error(exc: pydantic.ValidationError, root: type[BaseModel], prefix: tuple = ()) -> str:
+    """One readable line per problem: the key path, what is wrong and the allowed keys."""
+    lines = []
+    for err in exc.errors():
+        loc = prefix + tuple(err["loc"])
+        if err["type"] == "extra_forbidden":
+            parent = _model_at(root, tuple(err["loc"][:-1]))
+            allowed = sorted(parent.model_fields) if parent else []
+            key = str(loc[-1])
+            msg = f"unknown key {_path(loc)!r}; allowed keys: {', '.join(allowed)}"
+            close = difflib.get_close_matches(key, allowed, n=1)
+            if close:
+                msg += f" (did you mean {close[0]!r}?)"
+        elif err["type"] == "missing":
+            msg = f"missing key {_path(loc)!r}"
+        else:
+            text = err["msg"].removeprefix("Value error, ")
+            msg = f"{_path(loc)}: {text}" if loc else text
+            if "input" in err and not isinstance(err["input"], dict | list) and err["type"] != "value_error":
+                msg += f" (got {err['input']!r})"
+        lines.append(msg)
+    return "; ".join(lines)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _validate_plugin_options(config: RunConfig) -> None:
+    from gramx.plugins import get_modality
+
+    for name, entry in config.modalities.items():
+        modality = get_modality(name)
+        try:
+            cfg = modality.config.model_validate(entry.options)
+        except pydantic.ValidationError as exc:
+            raise ConfigError(
+                "invalid config: " + format_validation_error(exc, modality.config, ("modalities", name, "options")),
+                hint=f"the options of {name!r} are defined by its plugin; see `gramx config schema`",
+            ) from None
+        entry._plugin_config = cfg
+        entry.options = cfg.model_dump(mode="json")
+
+
+def _resolve_paths(config: RunConfig, base: Path) -> None:
+    def absolute(p: Path | None) -> Path | None:
+        return None if p is None else (p if p.is_absolute() else (base / p)).resolve()
+
+    config.data.train = absolute(config.data.train)
+    config.data.val = absolute(config.data.val)
+    config.eval.classes = absolute(config.eval.classes)
+    config.output.dir = config.output.dir.expanduser().resolve()
+
+
+def parse_config(data: Any, base: str | Path = ".", plugins: bool = True) -> RunConfig:
+    """Validate a config mapping; relative input paths resolve against ``base``.
+
+    ``plugins=True`` also validates each modality's options with its plugin's config class
+    (the plugin must be installed).
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"a run config must be a mapping of sections, got {type(data).__name__}")
+    try:
+        config = RunConfig.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise ConfigError("invalid config: " + format_validation_error(exc, RunConfig),
+                          hint="`gramx config schema` lists every key") from None
+    _resolve_paths(config, Path(base))
+    if plugins:
+        _validate_plugin_options(config)
+    return config
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. optim.lr=3e-4")
+    key, _, raw = item.partition("=")
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {item!r}: empty key segment in {key!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc.problem})") from None
+    return parts, value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``a.b=c`` overrides (values parsed as YAML) to a nested mapping, in place."""
+    for item in overrides:
+        parts, value = _parse_override(item)
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(parts[: i + 1])!r} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a YAML run file with ``yaml.safe_load``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    return {} if data is None else data
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None, plugins: bool = True) -> RunConfig:
+    """Read, override and validate a run file."""
+    data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a run config must be a mapping of sections")
+    apply_overrides(data, overrides or [])
+    try:
+        return parse_config(data, Path(path).parent, plugins=plugins)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}", exc.hint) from None
+
+
+def config_schema() -> dict:
+    """JSON schema of a run config, with the options of each installed modality filled in."""
+    schema = RunConfig.model_json_schema()
+    try:
+        from gramx.plugins import available_modalities
+
+        modalities = available_modalities()
+    except GramxError:  # pragma: no cover - discovery never raises, but be safe
+        modalities = {}
+    if modalities:
+        props = {}
+        for name, modality in modalities.items():
+            entry = ModalityEntry.model_json_schema()
+            entry.pop("$defs", None)
+            entry["properties"]["options"] = modality.config.model_json_schema()
+            entry["properties"]["head"] = {"$ref": "#/$defs/HeadConfig"}
+            entry["description"] = modality.description or entry.get("description", "")
+            props[name] = entry
+        schema["properties"]["modalities"]["properties"] = props
+    return schema

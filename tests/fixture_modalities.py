@@ -1,0 +1,163 @@
+"""Tiny, dependency-free modalities for the core tests (no real plugin is needed).
+
+- ``vector``: a ``.npy`` file (or an inline list of numbers) -> a small MLP encoder.
+- ``text``: a string -> hashed word ids -> an ``EmbeddingBag`` encoder (custom collate).
+
+``install()`` blocks every installed plugin (``GRAMX_DISABLE_PLUGINS``) and registers these,
+so tests never import the real plugins. Subprocesses call it through :data:`BOOT`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import zlib
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+import gramx
+from gramx.errors import LoadError
+
+HERE = Path(__file__).resolve().parent
+
+#: Python code that installs the fixture plugin and runs the gramx command with sys.argv.
+BOOT = (
+    "import sys; sys.path.insert(0, {here!r}); import fixture_modalities as f; f.install(); "
+    "from gramx.cli import main; sys.exit(main(sys.argv[1:]))"
+).format(here=str(HERE))
+
+
+class VectorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dim: int = 8
+    hidden: int = 16
+    freeze: bool = False
+    delay: float = 0.0  # seconds of sleep per load, to make runs slow enough to kill
+
+
+def load_vector(value, cfg: VectorConfig) -> torch.Tensor:
+    if cfg.delay:
+        time.sleep(cfg.delay)
+    if isinstance(value, list):
+        x = np.asarray(value, dtype=np.float32)
+    else:
+        try:
+            x = np.load(value).astype(np.float32)
+        except FileNotFoundError:
+            raise LoadError(value, "no such file") from None
+        except Exception as exc:
+            raise LoadError(value, f"not a .npy array ({type(exc).__name__})") from None
+    if x.shape != (cfg.dim,):
+        raise LoadError(str(value), f"expected {cfg.dim} numbers, got shape {x.shape}")
+    return torch.from_numpy(x)
+
+
+class VectorEncoder(nn.Module):
+    def __init__(self, cfg: VectorConfig):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(cfg.dim, cfg.hidden), nn.Tanh(), nn.Dropout(0.1))
+        self.feature_dim = cfg.hidden
+        if cfg.freeze:
+            self.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class TextConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    buckets: int = 64
+    hidden: int = 16
+    freeze: bool = False
+
+
+def load_text(value, cfg: TextConfig) -> torch.Tensor:
+    if not isinstance(value, str):
+        raise LoadError(repr(value), "text must be a string")
+    words = value.lower().split() or [""]
+    return torch.tensor([zlib.crc32(w.encode()) % cfg.buckets for w in words], dtype=torch.long)
+
+
+def collate_text(samples: list[torch.Tensor], cfg: TextConfig) -> dict:
+    offsets = torch.tensor([0] + [len(s) for s in samples[:-1]]).cumsum(0)
+    return {"ids": torch.cat(samples), "offsets": offsets}
+
+
+class TextEncoder(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.bag = nn.EmbeddingBag(cfg.buckets, cfg.hidden, mode="mean")
+        self.feature_dim = cfg.hidden
+        if cfg.freeze:
+            self.requires_grad_(False)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.bag(batch["ids"], batch["offsets"])
+
+
+VECTOR = gramx.Modality(name="vector", load=load_vector, build_encoder=VectorEncoder, config=VectorConfig,
+                        description="test vectors (.npy)")
+TEXT = gramx.Modality(name="text", load=load_text, build_encoder=TextEncoder, config=TextConfig,
+                      collate=collate_text, value_is_path=False, description="test text (hashed words)")
+# a second vector-like modality so that runs have three modalities
+POINT = gramx.Modality(name="point", load=load_vector, build_encoder=VectorEncoder, config=VectorConfig,
+                       description="test vectors, second kind")
+
+
+@gramx.hookimpl
+def gramx_register_modalities(register):
+    register(VECTOR)
+    register(TEXT)
+    register(POINT)
+
+
+def install() -> None:
+    """Block installed plugins and register this module as the only plugin."""
+    import sys
+
+    from gramx import plugins
+
+    names = {ep.name for ep in entry_points(group=plugins.ENTRY_POINT_GROUP)}
+    if names:
+        os.environ[plugins.DISABLE_ENV] = ",".join(sorted(names))
+    plugins.reset()
+    plugins.register_plugin(sys.modules[__name__], name="fixture")
+
+
+DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def make_dataset(folder: Path, n: int = 24, classes: int = 4, seed: int = 0, dim: int = 8,
+                 name: str = "train.jsonl", missing: bool = False) -> Path:
+    """Write a small labelled 3-modality JSONL manifest (vector files + inline points + text).
+
+    Each class has a fixed random centre; items are centre + noise, so the task is learnable.
+    ``missing=True`` leaves some modalities out of some rows (absent key or null).
+    """
+    import json
+
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(1234).normal(size=(classes, 2, dim)).astype(np.float32)
+    (folder / "vec").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in range(n):
+        label = i % classes
+        v = centres[label, 0] + 0.3 * rng.normal(size=dim).astype(np.float32)
+        p = centres[label, 1] + 0.3 * rng.normal(size=dim).astype(np.float32)
+        path = f"vec/{name.split('.')[0]}-{i}.npy"
+        np.save(folder / path, v.astype(np.float32))
+        row = {"id": f"r{i}", "label": label, "vector": path, "point": [round(float(x), 4) for x in p],
+               "text": f"the digit {DIGITS[label]}"}
+        if missing and i % 5 == 1:
+            del row["point"]
+        if missing and i % 5 == 3:
+            row["text"] = None
+        lines.append(json.dumps(row))
+    out = folder / name
+    out.write_text("\n".join(lines) + "\n")
+    return out
