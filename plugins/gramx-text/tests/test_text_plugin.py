@@ -1,0 +1,197 @@
+"""Tests of the gramx-text plugin: conformance, real MiniLM weights, local models, errors."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import pydantic
+import pytest
+import torch
+
+import gramx
+import gramx.plugins
+from gramx.testing import ModalityConformance, check_modality
+from gramx_text import TEXT, TextConfig, load_text
+from gramx_text.encoder import (
+    TextEncoder,
+    build_text_encoder,
+    bundled_model_dir,
+    collate_texts,
+    get_tokenizer,
+    resolve_model,
+)
+
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory) -> str:
+    """A randomly initialised 2-layer BERT saved with save_pretrained, MiniLM's tokenizer next to it."""
+    from transformers import BertConfig, BertModel
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(path)
+    for name in TOKENIZER_FILES:
+        shutil.copy(bundled_model_dir() / name, path / name)
+    return str(path)
+
+
+def embed(texts: list[str], cfg: TextConfig, encoder: torch.nn.Module | None = None) -> torch.Tensor:
+    encoder = (encoder or build_text_encoder(cfg)).eval()
+    with torch.no_grad():
+        return encoder(TEXT.make_batch([load_text(t, cfg) for t in texts], cfg))
+
+
+@pytest.fixture(scope="module")
+def minilm() -> TextEncoder:
+    return build_text_encoder(TextConfig())
+
+
+class TestTextConformance(ModalityConformance):
+    """The conformance kit with the real default model (all-MiniLM-L6-v2)."""
+
+    modality = TEXT
+    samples = list(TEXT.samples)
+    bad_inputs = ["", "   ", 42, None, b"raw bytes", ["a", "list"]]
+
+
+def test_conformance_with_local_model_and_cls_pooling(tiny_bert):
+    cfg = TextConfig(model=tiny_bert, pooling="cls", max_length=32)
+    assert check_modality(TEXT, ["short", "a somewhat longer sentence about cats"], cfg=cfg)
+
+
+def test_local_model_directory_loads(tiny_bert):
+    cfg = TextConfig(model=tiny_bert, max_length=16)
+    encoder = build_text_encoder(cfg)
+    assert encoder.feature_dim == 32
+    out = embed(["hello world", "a b c"], cfg, encoder)
+    assert out.shape == (2, 32)
+
+
+def test_minilm_is_the_default_and_knows_related_sentences(minilm):
+    assert resolve_model(TextConfig().model) == str(bundled_model_dir())
+    assert minilm.feature_dim == 384
+    a, b, c = embed(
+        ["A man is playing the guitar.", "Someone strums an acoustic guitar on stage.",
+         "The central bank raised interest rates again."],
+        TextConfig(), minilm,
+    )
+    cos = torch.nn.functional.cosine_similarity
+    related, unrelated = cos(a, b, dim=0), cos(a, c, dim=0)
+    assert related > unrelated + 0.3, (related, unrelated)
+
+
+def test_minilm_matches_sentence_transformers(minilm):
+    """Masked mean pooling, L2-normalised, reproduces the reference all-MiniLM-L6-v2 embeddings.
+
+    The numbers are the first six dimensions that sentence-transformers 6.2.0 gives for these
+    texts with the same weights (SentenceTransformer(<bundled dir>).encode(texts)); the two texts
+    have different lengths, so the first one is padded in our batch.
+    """
+    texts = ["A man is playing the guitar.", "Rain falls on a quiet city street at night."]
+    reference = torch.tensor([
+        [0.0235496, 0.0006998, -0.0062357, -0.0564071, -0.1552017, 0.0003125],
+        [0.0695744, -0.0186672, 0.0988250, 0.0992986, 0.0182218, -0.0278928],
+    ])
+    ours = torch.nn.functional.normalize(embed(texts, TextConfig(), minilm), dim=-1)
+    torch.testing.assert_close(ours[:, :6], reference, atol=2e-5, rtol=0)
+
+
+def test_mean_pooling_ignores_padding(tiny_bert):
+    cfg = TextConfig(model=tiny_bert, max_length=32)
+    encoder = build_text_encoder(cfg)
+    alone = embed(["a cat"], cfg, encoder)
+    padded = embed(["a cat", "a much longer sentence that forces padding of the first one"], cfg, encoder)
+    torch.testing.assert_close(padded[:1], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_normalize_gives_unit_vectors(tiny_bert):
+    out = embed(["one", "two words"], TextConfig(model=tiny_bert, normalize=True, max_length=16))
+    torch.testing.assert_close(out.norm(dim=-1), torch.ones(2))
+
+
+def test_collate_truncates_to_max_length():
+    cfg = TextConfig(max_length=8)
+    batch = collate_texts(["word " * 50, "short"], cfg)
+    assert set(batch) >= {"input_ids", "attention_mask"}
+    assert batch["input_ids"].shape == (2, 8)
+    assert batch["attention_mask"][1].sum() < 8  # the short text is padded, not filled
+
+
+def test_tokenizer_is_cached_per_model(tiny_bert):
+    assert get_tokenizer(TextConfig()) is get_tokenizer(TextConfig(max_length=64))
+    assert get_tokenizer(TextConfig(model=tiny_bert)) is not get_tokenizer(TextConfig())
+
+
+def test_freeze_fixes_the_backbone(tiny_bert):
+    cfg = TextConfig(model=tiny_bert, freeze=True, max_length=16)
+    encoder = build_text_encoder(cfg).train()
+    assert not any(p.requires_grad for p in encoder.parameters())
+    assert not encoder.backbone.training  # dropout stays off while the model around it trains
+    out = encoder(TEXT.make_batch(["a frozen text"], cfg))
+    assert not out.requires_grad
+
+    trainable = build_text_encoder(cfg.model_copy(update={"freeze": False})).train()
+    assert all(p.requires_grad for p in trainable.parameters())
+    assert trainable.backbone.training
+
+
+@pytest.mark.parametrize("value", ["", " \n\t ", 3.5, None, b"bytes", {"text": "x"}])
+def test_bad_text_values_raise_load_error(value):
+    with pytest.raises(gramx.LoadError) as info:
+        load_text(value, TextConfig())
+    assert repr(value) in str(info.value)
+    assert info.value.hint
+
+
+def test_model_id_missing_from_cache_fails_fast_without_network():
+    cfg = TextConfig(model="gramx-tests/no-such-model-anywhere")
+    start = time.monotonic()
+    with pytest.raises(gramx.ConfigError) as info:
+        build_text_encoder(cfg)
+    assert time.monotonic() - start < 10
+    assert "gramx-tests/no-such-model-anywhere" in str(info.value)
+    assert "allow_download" in info.value.hint
+    with pytest.raises(gramx.ConfigError):
+        collate_texts(["hello"], cfg)
+
+
+def test_missing_or_broken_model_directory(tmp_path):
+    with pytest.raises(gramx.ConfigError, match="no such directory"):
+        build_text_encoder(TextConfig(model=str(tmp_path / "absent")))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(gramx.ConfigError, match="empty"):
+        build_text_encoder(TextConfig(model=str(tmp_path / "empty")))
+
+
+def test_max_length_beyond_the_model_is_a_config_error(tiny_bert):
+    with pytest.raises(gramx.ConfigError, match="max_length"):
+        build_text_encoder(TextConfig(model=tiny_bert, max_length=512))
+
+
+def test_config_rejects_unknown_keys_and_bad_values():
+    with pytest.raises(pydantic.ValidationError, match="modle"):
+        TextConfig.model_validate({"modle": "x"})
+    with pytest.raises(pydantic.ValidationError):
+        TextConfig(pooling="max")
+    with pytest.raises(pydantic.ValidationError):
+        TextConfig(max_length=0)
+
+
+def test_plugin_is_discovered_through_its_entry_point():
+    gramx.plugins.reset()
+    try:
+        host = gramx.plugins.get_host()
+        record = host.records["text"]
+        assert record.status == "ok", record.error
+        assert record.modalities == ["text"]
+        assert record.distribution == "gramx-text"
+        assert host.get_modality("text") is TEXT
+    finally:
+        gramx.plugins.reset()
