@@ -22,7 +22,9 @@ class PointCloudConfig(BaseModel):
     )
     voxel_size: float = Field(0.02, gt=0, description="voxel edge for sampling='voxel', in unit-sphere units")
     mesh_samples: int = Field(4096, ge=1, description="points drawn uniformly from a mesh's surface before down-sampling")
-    max_fps_input: int = Field(16384, ge=1, description="larger clouds are first cut to this many points (seeded random) before FPS")
+    max_fps_input: int = Field(
+        16384, ge=1, description="larger clouds are first cut to this many points (seeded random) before FPS"
+    )
     seed: int = Field(0, description="seeds surface sampling and random subsets: a file always gives the same points")
     drop_nonfinite: bool = Field(False, description="drop NaN/inf points instead of failing to load the file")
     hidden: list[int] = Field(default_factory=lambda: [64, 128], description="widths of the shared MLP before the last layer")

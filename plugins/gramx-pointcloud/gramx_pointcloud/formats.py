@@ -124,7 +124,9 @@ def _inspect_off(path: Path) -> Declared:
     except (IndexError, ValueError):
         raise FormatProblem(f"OFF counts line is unreadable: {' '.join(words)!r}") from None
     if len(rest) < nv + nf:
-        raise FormatProblem(f"truncated: the header declares {nv} vertices and {nf} faces but only {len(rest)} data lines follow")
+        raise FormatProblem(
+            f"truncated: the header declares {nv} vertices and {nf} faces but only {len(rest)} data lines follow"
+        )
     return Declared(points=nv, faces=nf)
 
 
