@@ -119,7 +119,8 @@ def test_sample_layout_and_masking(files):
     assert set(mask.unique().tolist()) == {0.0, 1.0}
     assert mask[5:9, 4:6].eq(0).all() and depth[mask == 0].eq(0).all()
     assert 0 < depth[mask == 1].min() and depth.max() <= 1
-    assert torch.allclose(depth[mask == 1].max(), torch.tensor(ramp_m().max() / cfg.max_depth, dtype=torch.float32), atol=1e-3)
+    farthest = torch.tensor(ramp_m().max() / cfg.max_depth, dtype=torch.float32)
+    assert torch.allclose(depth[mask == 1].max(), farthest, atol=1e-3)
 
 
 def test_invalid_pixels_are_masked():
