@@ -35,6 +35,7 @@ __all__ = [
     "ErrorLog",
     "ManifestDataset",
     "Collator",
+    "check_errors",
     "to_device",
 ]
 

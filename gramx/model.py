@@ -207,7 +207,7 @@ class GramxModel(nn.Module):
             name: ModalitySpec(
                 plugin=_plugin_info(name), config=entry.plugin_config.model_dump(mode="json"), head=entry.head
             )
-            for name, entry in run.modalities.items()
+            for name, entry in sorted(run.modalities.items())  # the order of YAML keys never matters
         }
         config = ModelConfig(gramx_version=__version__, dim=run.dim, modalities=specs)
         return cls(config, {name: entry.plugin_config for name, entry in run.modalities.items()})

@@ -10,12 +10,14 @@ so tests never import the real plugins. Subprocesses call it through :data:`BOOT
 from __future__ import annotations
 
 import os
+import sys
 import time
 import zlib
 from importlib.metadata import entry_points
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
@@ -118,8 +120,6 @@ def gramx_register_modalities(register):
 
 def install() -> None:
     """Block installed plugins and register this module as the only plugin."""
-    import sys
-
     from gramx import plugins
 
     names = {ep.name for ep in entry_points(group=plugins.ENTRY_POINT_GROUP)}
@@ -161,3 +161,48 @@ def make_dataset(folder: Path, n: int = 24, classes: int = 4, seed: int = 0, dim
     out = folder / name
     out.write_text("\n".join(lines) + "\n")
     return out
+
+
+@pytest.fixture
+def fixture_plugins(monkeypatch):
+    """Only this module's modalities are installed; torch uses one thread (fast, stable on 2 cores)."""
+    from gramx import plugins
+
+    names = {ep.name for ep in entry_points(group=plugins.ENTRY_POINT_GROUP)}
+    monkeypatch.setenv(plugins.DISABLE_ENV, ",".join(sorted(names)) or "none")
+    plugins.reset()
+    plugins.register_plugin(sys.modules[__name__], name="fixture")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield plugins
+    torch.set_num_threads(threads)
+    plugins.reset()
+
+
+def run_config(folder: Path, **sections) -> dict:
+    """A small 3-modality run config (as a dict) on data made in ``folder``."""
+    train = make_dataset(folder, n=sections.pop("n", 24), name="train.jsonl", missing=True)
+    val = make_dataset(folder, n=12, seed=7, name="val.jsonl")
+    config = {
+        "modalities": {"vector": {}, "point": {}, "text": {}},
+        "dim": 8,
+        "data": {"train": str(train), "val": str(val), "batch_size": 4},
+        "optim": {"epochs": 1, "lr": 0.01, "seed": 0},
+        "output": {"dir": str(folder / "run")},
+        "logging": {"progress": False, "tensorboard": False, "every": 1},
+    }
+    for key, value in sections.items():
+        config.setdefault(key, {}).update(value) if isinstance(value, dict) else config.__setitem__(key, value)
+    return config
+
+
+def subprocess_env() -> dict:
+    """Environment for a gramx subprocess: installed plugins blocked, one thread."""
+    from gramx import plugins
+
+    env = dict(os.environ)
+    names = {ep.name for ep in entry_points(group=plugins.ENTRY_POINT_GROUP)}
+    env[plugins.DISABLE_ENV] = ",".join(sorted(names)) or "none"
+    env["OMP_NUM_THREADS"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env

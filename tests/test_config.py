@@ -1,0 +1,148 @@
+"""Run configuration: validation errors, --set overrides, path resolution, schema."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from fixture_modalities import fixture_plugins, run_config  # noqa: F401
+
+from gramx.cli import main
+from gramx.config import apply_overrides, config_schema, load_config, parse_config
+from gramx.errors import ConfigError, PluginError
+
+
+def write(tmp_path, data, name="run.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_unknown_key_names_path_and_allowed_keys(tmp_path, fixture_plugins):
+    data = run_config(tmp_path)
+    data["optim"]["lrr"] = 0.1
+    with pytest.raises(ConfigError) as exc:
+        load_config(write(tmp_path, data))
+    msg = str(exc.value)
+    assert "'optim.lrr'" in msg
+    assert "allowed keys:" in msg and "lr, max_steps" in msg and "weight_decay" in msg
+    assert "did you mean 'lr'" in msg
+
+
+def test_unknown_top_level_section(tmp_path, fixture_plugins):
+    data = run_config(tmp_path)
+    data["optimiser"] = {"lr": 1}
+    with pytest.raises(ConfigError, match=r"unknown key 'optimiser'; allowed keys: data, device, dim, eval"):
+        parse_config(data, tmp_path)
+
+
+def test_unknown_head_key_inside_a_modality(tmp_path, fixture_plugins):
+    data = run_config(tmp_path)
+    data["modalities"]["vector"]["head"] = {"hiden": 4}
+    with pytest.raises(ConfigError, match=r"'modalities.vector.head.hiden'; allowed keys: dropout, hidden, in_dim"):
+        parse_config(data, tmp_path)
+
+
+def test_plugin_options_checked_by_the_plugin_config(tmp_path, fixture_plugins):
+    data = run_config(tmp_path)
+    data["modalities"]["vector"]["options"] = {"dimm": 4}
+    with pytest.raises(ConfigError) as exc:
+        parse_config(data, tmp_path)
+    assert "'modalities.vector.options.dimm'; allowed keys: delay, dim, freeze, hidden" in str(exc.value)
+    data["modalities"]["vector"]["options"] = {"dim": "many"}
+    with pytest.raises(ConfigError, match=r"modalities.vector.options.dim"):
+        parse_config(data, tmp_path)
+
+
+def test_plugin_defaults_are_filled_in(tmp_path, fixture_plugins):
+    config = parse_config(run_config(tmp_path), tmp_path)
+    assert config.modalities["vector"].options == {"dim": 8, "hidden": 16, "freeze": False, "delay": 0.0}
+    assert config.modalities["vector"].plugin_config.hidden == 16
+
+
+def test_unknown_modality_lists_available(tmp_path, fixture_plugins):
+    data = run_config(tmp_path)
+    data["modalities"]["smell"] = {}
+    with pytest.raises(PluginError, match="unknown modality 'smell'; available: point, text, vector"):
+        parse_config(data, tmp_path)
+
+
+def test_bad_values(tmp_path, fixture_plugins):
+    data = run_config(tmp_path)
+    data["device"] = "gpu"
+    with pytest.raises(ConfigError, match="device must be auto, cpu, cuda or cuda:N"):
+        parse_config(data, tmp_path)
+    data = run_config(tmp_path)
+    data["loss"] = {"anchor": "smell"}
+    with pytest.raises(ConfigError, match="loss.anchor 'smell' is not one of"):
+        parse_config(data, tmp_path)
+    data = run_config(tmp_path)
+    del data["data"]["train"]
+    with pytest.raises(ConfigError, match="missing key 'data.train'"):
+        parse_config(data, tmp_path)
+
+
+def test_set_overrides_parse_yaml_scalars(tmp_path, fixture_plugins):
+    path = write(tmp_path, run_config(tmp_path))
+    config = load_config(path, ["optim.lr=3e-4", "data.workers=2", "loss.dam_weight=0.5",
+                                "output.checkpoint_every=7", "optim.grad_clip=null", "device=cpu",
+                                "modalities.vector.options.hidden=4"])
+    assert config.optim.lr == pytest.approx(3e-4)
+    assert config.data.workers == 2 and config.loss.dam_weight == 0.5
+    assert config.output.checkpoint_every == 7 and config.optim.grad_clip is None
+    assert config.device == "cpu"
+    assert config.modalities["vector"].plugin_config.hidden == 4
+    with pytest.raises(ConfigError, match="'optim.lrate'"):
+        load_config(path, ["optim.lrate=1"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config(path, ["optim.lr"])
+
+
+def test_apply_overrides_creates_sections():
+    data = apply_overrides({}, ["a.b.c=1", "a.d=[1, 2]", "e=text"])
+    assert data == {"a": {"b": {"c": 1}, "d": [1, 2]}, "e": "text"}
+
+
+def test_paths_resolve_against_the_config_folder(tmp_path, fixture_plugins, monkeypatch):
+    data = run_config(tmp_path)
+    data["data"]["train"] = "train.jsonl"
+    data["eval"] = {"classes": "classes.txt"}
+    sub = tmp_path / "elsewhere"
+    sub.mkdir()
+    monkeypatch.chdir(sub)
+    config = load_config(write(tmp_path, data))
+    assert config.data.train == (tmp_path / "train.jsonl").resolve()
+    assert config.eval.classes == (tmp_path / "classes.txt").resolve()
+
+
+def test_invalid_yaml_names_the_line(tmp_path, fixture_plugins):
+    path = tmp_path / "bad.yaml"
+    path.write_text("data:\n  train: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml line \d+: invalid YAML"):
+        load_config(path)
+
+
+def test_schema_includes_plugin_options(fixture_plugins):
+    schema = config_schema()
+    assert {"modalities", "loss", "data", "optim", "eval", "output", "logging", "device"} <= set(schema["properties"])
+    vector = schema["properties"]["modalities"]["properties"]["vector"]
+    assert set(vector["properties"]["options"]["properties"]) == {"dim", "hidden", "freeze", "delay"}
+
+
+def test_cli_config_schema_and_show(tmp_path, fixture_plugins, capsys):
+    assert main(["config", "schema"]) == 0
+    assert "RunConfig" in json.loads(capsys.readouterr().out)["title"]
+    path = write(tmp_path, run_config(tmp_path))
+    assert main(["config", "show", str(path), "--set", "optim.lr=0.5"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["optim"]["lr"] == 0.5 and shown["loss"]["type"] == "gram"
+    assert shown["modalities"]["text"]["options"] == {"buckets": 64, "hidden": 16, "freeze": False}
+
+
+def test_cli_config_error_is_one_line_with_hint(tmp_path, fixture_plugins, capsys):
+    path = write(tmp_path, run_config(tmp_path))
+    assert main(["config", "show", str(path), "--set", "optim.lrr=1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and err[0].startswith("gramx: error:") and "'optim.lrr'" in err[0]
+    assert err[1].startswith("hint:") and "Traceback" not in "".join(err)

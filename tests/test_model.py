@@ -1,0 +1,104 @@
+"""Model: embeddings, save_pretrained -> load_model round trip, errors on load."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from fixture_modalities import fixture_plugins, make_dataset, run_config  # noqa: F401
+from safetensors.torch import load_file, save_file
+
+import gramx
+from gramx.config import parse_config
+from gramx.errors import GramxError, PluginError
+from gramx.model import GramxModel
+
+
+@pytest.fixture
+def model(tmp_path, fixture_plugins):
+    data = run_config(tmp_path)
+    data["modalities"]["point"] = {"head": {"hidden": 12, "dropout": 0.1}}
+    torch.manual_seed(0)
+    return GramxModel.from_run_config(parse_config(data, tmp_path)).eval()
+
+
+def test_embeddings_are_normalised_with_zero_rows_when_absent(tmp_path, model):
+    emb = model.embed_manifest(tmp_path / "train.jsonl", batch_size=5)
+    assert len(emb) == 24 and emb.ids[0] == "r0"
+    for name in ("vector", "point", "text"):
+        x, m = emb.feats[name], emb.masks[name]
+        assert x.shape == (24, 8)
+        assert torch.allclose(x[m].norm(dim=1), torch.ones(int(m.sum())), atol=1e-5)
+        assert torch.all(x[~m] == 0)
+    assert not emb.masks["point"].all() and not emb.masks["text"].all()
+    texts = model.embed_values("text", ["the digit one", "the digit two"])
+    assert texts.shape == (2, 8)
+
+
+def test_save_load_gives_identical_embeddings(tmp_path, model):
+    before = model.embed_manifest(tmp_path / "train.jsonl")
+    path = model.save_pretrained(tmp_path / "model", training={"train_manifest": "x"}, metrics={"tuples": 3})
+    assert sorted(p.name for p in path.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".model")]  # no temp folder left
+    config = json.loads((path / "config.json").read_text())
+    assert config["dim"] == 8 and config["modalities"]["point"]["head"]["hidden"] == 12
+    assert config["modalities"]["vector"]["plugin"]["name"] == "fixture"
+    assert config["modalities"]["vector"]["config"] == {"dim": 8, "hidden": 16, "freeze": False, "delay": 0.0}
+    assert config["modalities"]["vector"]["feature_dim"] == 16
+    card = (path / "README.md").read_text()
+    assert "| point | fixture | - | 16 | MLP 12 -> 8 |" in card
+    loaded = gramx.load_model(path)
+    assert isinstance(loaded, gramx.GramxModel) and not loaded.training
+    after = loaded.embed_manifest(tmp_path / "train.jsonl")
+    for name in before.feats:
+        assert torch.equal(before.feats[name], after.feats[name])
+    # saving again replaces the folder atomically
+    model.save_pretrained(path)
+    assert json.loads((path / "config.json").read_text())["training"] == {"train_manifest": "x"}
+
+
+def test_missing_plugin_names_the_distribution(tmp_path, model):
+    path = model.save_pretrained(tmp_path / "model")
+    config = json.loads((path / "config.json").read_text())
+    spec = config["modalities"].pop("point")
+    spec["plugin"] = {"name": "smell", "distribution": "gramx-smell", "version": "1.2.0"}
+    config["modalities"]["smell"] = spec
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(PluginError) as exc:
+        gramx.load_model(path)
+    assert "'smell'" in str(exc.value) and "gramx-smell" in str(exc.value)
+    assert exc.value.hint.startswith("pip install 'gramx-smell==1.2.0'")
+
+
+def test_load_is_strict(tmp_path, model):
+    path = model.save_pretrained(tmp_path / "model")
+    state = load_file(str(path / "model.safetensors"))
+    state["heads.vector.extra"] = torch.zeros(1)
+    save_file(state, str(path / "model.safetensors"))
+    with pytest.raises(GramxError, match="unexpected"):
+        gramx.load_model(path)
+
+
+def test_load_rejects_unknown_config_keys(tmp_path, model):
+    path = model.save_pretrained(tmp_path / "model")
+    config = json.loads((path / "config.json").read_text())
+    config["colour"] = "blue"
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(GramxError, match="unknown key 'colour'"):
+        gramx.load_model(path)
+    with pytest.raises(GramxError, match="not a gramx model directory"):
+        gramx.load_model(tmp_path)
+
+
+def test_frozen_encoders_stay_in_eval_mode(tmp_path, fixture_plugins):
+    data = run_config(tmp_path)
+    data["modalities"]["vector"] = {"options": {"freeze": True}}
+    model = GramxModel.from_run_config(parse_config(data, tmp_path)).train()
+    assert model.frozen("vector") and not model.encoders["vector"].training
+    assert not model.frozen("point") and model.encoders["point"].training
+
+
+def test_embed_error_on_unknown_modality(tmp_path, model):
+    with pytest.raises(GramxError, match="no modality 'smell'"):
+        model.embed_values("smell", ["x"])

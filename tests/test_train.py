@@ -1,0 +1,136 @@
+"""Trainer: determinism, exact resume after SIGKILL, loss variants, bad rows, logs."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+from fixture_modalities import BOOT, fixture_plugins, run_config, subprocess_env  # noqa: F401
+from safetensors.torch import load_file
+
+from gramx.config import parse_config
+from gramx.data import DataError
+from gramx.errors import GramxError
+from gramx.train import latest_checkpoint, train
+
+
+def weights(model_dir):
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+def assert_same_weights(a, b, atol=1e-6):
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.allclose(wa[key], wb[key], atol=atol), key
+
+
+def test_training_is_deterministic_and_logs(tmp_path, fixture_plugins):
+    data = run_config(tmp_path, optim={"epochs": 2}, loss={"dam_weight": 0.5}, logging={"tensorboard": True})
+    first = train(parse_config(data, tmp_path))
+    data["output"]["dir"] = str(tmp_path / "again")
+    second = train(parse_config(data, tmp_path))
+    assert_same_weights(first, second, atol=0)
+    run = first.parent
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "loss" in r]
+    assert [r["step"] for r in steps] == list(range(1, 13))
+    assert {"loss", "contrastive", "dam", "lr", "temperature", "samples_per_s"} <= set(steps[0])
+    vals = [r for r in records if "val" in r]
+    assert [r["step"] for r in vals] == [6, 12]  # each epoch end
+    assert set(vals[-1]["val"]) == {"tuples", "retrieval", "nway", "zeroshot"}
+    assert records[-1]["done"] is True
+    assert list((run / "tensorboard").iterdir())
+    assert steps[-1]["temperature"] != pytest.approx(0.07, abs=1e-6)  # the temperature is trained
+    config = json.loads((first / "config.json").read_text())
+    assert config["training"]["steps"] == 12 and config["metrics"]["tuples"] == 12
+
+
+@pytest.mark.parametrize(
+    "loss", [{"type": "pairwise", "anchor": "text"}, {"type": "pairwise_all"}, {"type": "gram", "anchor": "all"}]
+)
+def test_loss_variants_train(tmp_path, fixture_plugins, loss):
+    data = run_config(tmp_path, loss=loss, optim={"max_steps": 2})
+    data["data"]["val"] = None
+    model_dir = train(parse_config(data, tmp_path))
+    assert (model_dir / "model.safetensors").is_file()
+
+
+def test_frozen_cached_encoder_and_accumulation(tmp_path, fixture_plugins):
+    data = run_config(tmp_path, optim={"max_steps": 3, "accumulate": 2, "warmup_steps": 1})
+    data["modalities"]["text"] = {"options": {"freeze": True}}
+    model_dir = train(parse_config(data, tmp_path))
+    before = torch.nn.EmbeddingBag(64, 16)  # same shapes; the frozen weights must be the initial ones
+    assert weights(model_dir)["encoders.text.bag.weight"].shape == before.weight.shape
+
+
+def test_skip_bad_rows_reports_count(tmp_path, fixture_plugins, caplog):
+    data = run_config(tmp_path, data={"on_error": "skip"}, optim={"epochs": 2})
+    (tmp_path / "vec" / "train-5.npy").write_bytes(b"broken")
+    with caplog.at_level("WARNING", logger="gramx.train"):
+        model_dir = train(parse_config(data, tmp_path))
+    assert "skipped 1 bad training rows" in caplog.text and "train.jsonl line 6 (vector)" in caplog.text
+    assert json.loads((model_dir / "config.json").read_text())["training"]["skipped_rows"] == 1
+
+
+def test_raise_on_bad_row_names_line_and_file(tmp_path, fixture_plugins):
+    data = run_config(tmp_path)
+    (tmp_path / "vec" / "train-5.npy").write_bytes(b"broken")
+    with pytest.raises(DataError, match=r"train.jsonl line 6 \(vector\): .*train-5.npy"):
+        train(parse_config(data, tmp_path))
+
+
+def test_existing_run_needs_resume(tmp_path, fixture_plugins):
+    data = run_config(tmp_path, optim={"max_steps": 1})
+    config = parse_config(data, tmp_path)
+    train(config)
+    with pytest.raises(GramxError, match="already holds a run"):
+        train(config)
+    data["output"]["dir"] = str(tmp_path / "fresh")
+    with pytest.raises(GramxError, match="nothing to resume"):
+        train(parse_config(data, tmp_path), resume=True)
+
+
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, fixture_plugins):
+    """A run killed with SIGKILL after a mid-epoch checkpoint and resumed ends with the same weights."""
+    data = run_config(tmp_path, n=40, optim={"epochs": 2}, loss={"dam_weight": 0.5},
+                      output={"checkpoint_every": 3}, eval={"every": 4})
+    data["modalities"]["vector"] = {"options": {"delay": 0.04}}  # slow enough to be killed mid-run
+    data["modalities"]["point"] = {"head": {"hidden": 8, "dropout": 0.2}}  # dropout uses the RNG
+    data["data"]["workers"] = 1
+    reference = train(parse_config({**data, "output": {**data["output"], "dir": str(tmp_path / "ref")}}, tmp_path))
+
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text(yaml.safe_dump(data))
+    cmd = [sys.executable, "-c", BOOT, "train", str(run_file)]
+    proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    run_dir = tmp_path / "run"
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            ckpt = latest_checkpoint(run_dir)
+            if ckpt is not None and int(ckpt.name.split("-")[1]) >= 12:  # past epoch 0's 10 steps
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.01)
+    finally:
+        proc.wait(timeout=60)
+    out = proc.stdout.read().decode()
+    assert proc.returncode == -signal.SIGKILL, out
+    assert not (run_dir / "model").exists()
+    state = json.loads((latest_checkpoint(run_dir) / "state.json").read_text())
+    assert state["epoch"] == 1 and 0 < state["micro"] < 10  # killed mid-epoch
+
+    resumed = subprocess.run(cmd + ["--resume"], env=subprocess_env(), capture_output=True, text=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stderr
+    assert_same_weights(reference, run_dir / "model")
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+             if "loss" in json.loads(line)]
+    assert steps == list(range(1, 21))  # records after the checkpoint are not duplicated
