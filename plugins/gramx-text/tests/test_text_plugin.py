@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 
 import pydantic
@@ -21,25 +20,13 @@ from gramx_text.encoder import (
     get_tokenizer,
     resolve_model,
 )
-
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+from gramx_text.testing import save_tiny_bert
 
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory) -> str:
     """A randomly initialised 2-layer BERT saved with save_pretrained, MiniLM's tokenizer next to it."""
-    from transformers import BertConfig, BertModel
-
-    path = tmp_path_factory.mktemp("tiny-bert")
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64,
-    )
-    BertModel(config).save_pretrained(path)
-    for name in TOKENIZER_FILES:
-        shutil.copy(bundled_model_dir() / name, path / name)
-    return str(path)
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 def embed(texts: list[str], cfg: TextConfig, encoder: torch.nn.Module | None = None) -> torch.Tensor:
@@ -160,6 +147,27 @@ def test_model_id_missing_from_cache_fails_fast_without_network():
     assert "allow_download" in info.value.hint
     with pytest.raises(gramx.ConfigError):
         collate_texts(["hello"], cfg)
+
+
+def test_models_load_with_local_files_only_unless_downloads_are_allowed(monkeypatch):
+    """Even without HF_HUB_OFFLINE in the environment, nothing is fetched by default."""
+    import transformers
+
+    calls = []
+
+    def fake_from_pretrained(source, **kwargs):
+        calls.append(kwargs.get("local_files_only"))
+        raise OSError("not cached")
+
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", fake_from_pretrained)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", fake_from_pretrained)
+    for allow in (False, True):
+        cfg = TextConfig(model="gramx-tests/uncached", allow_download=allow)
+        with pytest.raises(gramx.ConfigError):
+            build_text_encoder(cfg)
+        with pytest.raises(gramx.ConfigError):
+            collate_texts(["hi"], cfg)
+    assert calls == [True, True, False, False]
 
 
 def test_missing_or_broken_model_directory(tmp_path):
