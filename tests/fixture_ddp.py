@@ -1,0 +1,74 @@
+"""Worker code for the multi-process tests (importable by spawned processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+
+
+def global_batch_grads(config_path: str, rows: list[int], world: int) -> dict[str, torch.Tensor]:
+    """Gradients of the training loss for ``rows`` of the manifest, as the trainer computes them."""
+    from gramx import distributed as gdist
+    from gramx.config import load_config
+    from gramx.data import Collator, ManifestDataset, read_manifest
+    from gramx.model import GramxModel
+    from gramx.train import build_objective, compute_loss
+
+    config = load_config(config_path)
+    torch.manual_seed(0)
+    model = GramxModel.from_run_config(config).eval()  # eval: no dropout, so runs compare exactly
+    objective = build_objective(config)
+    manifest = read_manifest(config.data.train)
+    mods = {n: (model.modalities[n], model.modality_configs[n]) for n in model.names}
+    dataset = ManifestDataset(manifest, mods)
+    batch = Collator(mods)([dataset[i] for i in rows])
+    ctx = gdist.DistContext(rank=int(os.environ.get("RANK", 0)), world_size=world)
+    net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, find_unused_parameters=True)
+    feats = net(batch["inputs"], batch["masks"])
+    loss, _, n = compute_loss(objective, feats, batch["masks"], ctx, seed=(0, 0, 0))
+    (loss * world).backward()
+    gdist.average_gradients(objective.parameters(), world)
+    grads = {f"model.{k}": p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+    grads.update({f"objective.{k}": p.grad.clone() for k, p in objective.named_parameters() if p.grad is not None})
+    grads["rows"] = torch.tensor([n])
+    return grads
+
+
+def worker(rank: int, world: int, port: int, config_path: str, out: str) -> None:
+    """One torchrun-like process: env:// rendezvous, gradient check, then a short DDP training run."""
+    sys.path.insert(0, str(HERE))
+    import fixture_modalities
+
+    fixture_modalities.install()
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    from safetensors.torch import save_file
+
+    from gramx import distributed as gdist
+    from gramx.config import load_config
+    from gramx.train import train
+
+    ctx = gdist.init_distributed("cpu")
+    assert ctx.world_size == world and ctx.rank == rank
+    assert torch.distributed.get_backend() == "gloo"
+    # the global batch is rows 0..7; the processes hold 5 and 3 rows (unequal on purpose)
+    split = [list(range(0, 5)), list(range(5, 8))]
+    grads = global_batch_grads(config_path, split[rank], world)
+    if rank == 0:
+        save_file({k: v.contiguous() for k, v in grads.items()}, os.path.join(out, "ddp_grads.safetensors"))
+    model_dir = train(load_config(config_path))
+    if rank == 0:
+        with open(os.path.join(out, "ddp_train.json"), "w") as f:
+            json.dump({"model": str(model_dir)}, f)
+    gdist.cleanup()
