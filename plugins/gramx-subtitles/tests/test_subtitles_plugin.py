@@ -299,6 +299,34 @@ def test_gramx_plugins_check_needs_no_arguments(capsys):
     assert "subtitles: conforms" in capsys.readouterr().out
 
 
+def test_a_manifest_with_text_and_windowed_subtitles_batches(files, tmp_path):
+    """Through the core's manifest dataset: relative `#t=` paths resolve, missing rows are masked."""
+    from gramx.data import Collator, ManifestDataset, read_manifest
+    from gramx_text import TEXT, TextConfig
+
+    rows = [
+        {"id": "a", "text": "at the lighthouse", "subtitles": "episode.srt#t=4,8"},
+        {"id": "b", "text": "a storm at night", "subtitles": "episode.vtt#t=29,40"},
+        {"id": "c", "text": "no subtitles for this one"},
+        {"id": "d", "text": "out of range", "subtitles": "episode.srt#t=100,110"},
+    ]
+    manifest = tmp_path / "clips.jsonl"
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    model = save_tiny_bert(tmp_path / "tiny-bert")
+    mods = {"text": (TEXT, TextConfig(model=model, max_length=64)),
+            "subtitles": (SUBTITLES, SubtitlesConfig(model=model, max_length=64))}
+    dataset = ManifestDataset(read_manifest(manifest), mods)
+    batch = Collator(mods)([dataset[i] for i in range(len(rows))])
+
+    assert batch["masks"]["subtitles"].tolist() == [True, True, False]
+    assert batch["inputs"]["subtitles"]["input_ids"].shape[0] == 2
+    assert batch["inputs"]["text"]["input_ids"].shape[0] == 3
+    [(line, message)] = batch["errors"]
+    assert line == 4 and "episode.srt" in message and "no subtitle text between 100 s and 110 s" in message
+    encoder = build_text_encoder(mods["subtitles"][1])
+    assert encoder(batch["inputs"]["subtitles"]).shape == (2, 32)
+
+
 # --- discovery ------------------------------------------------------------------------------
 
 
