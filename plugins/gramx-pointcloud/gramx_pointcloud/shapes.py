@@ -211,11 +211,13 @@ def generate(out_dir: str | Path, per_class: int = 60, seed: int = 0, test_fract
              num_points: int = 2048, depth_size: int = 64, classes: Sequence[str] = CLASSES) -> dict:
     """Write the dataset into ``out_dir``; return counts. The last ``round(per_class *
     test_fraction)`` samples of every class form the test split."""
-    if per_class < 1:
-        raise ValueError("per_class must be at least 1")
+    if min(per_class, num_points, depth_size) < 1:
+        raise ValueError("per_class, num_points and depth_size must be at least 1")
     if not 0 <= test_fraction < 1:
         raise ValueError("test_fraction must be in [0, 1)")
     unknown = [c for c in classes if c not in CLASSES]
+    if not classes or len(set(classes)) != len(classes):
+        raise ValueError("give at least one class, each once")
     if unknown:
         raise ValueError(f"unknown shape classes {unknown}; choose from {', '.join(CLASSES)}")
     out = Path(out_dir)

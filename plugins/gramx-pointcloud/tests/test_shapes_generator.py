@@ -121,5 +121,7 @@ def test_command_line(tmp_path, capsys):
     assert "wrote 2 train + 0 test samples of 2 classes" in capsys.readouterr().out
     assert (tmp_path / "cli" / "classes.txt").read_text() == "box\nsphere\n"
     assert Image.open(tmp_path / "cli" / "depth" / "sphere_000.png").size == (32, 32)
-    with pytest.raises(SystemExit):
-        main([str(tmp_path / "bad"), "--classes", "pyramid"])
+    for wrong in (["--classes", "pyramid"], ["--classes", "box,box"], ["--points", "0"], ["--test-fraction", "1"]):
+        with pytest.raises(SystemExit):
+            main([str(tmp_path / "bad"), *wrong])
+    assert not (tmp_path / "bad").exists()
