@@ -46,6 +46,8 @@ __all__ = [
     "Embeddings",
     "load_model",
     "atomic_directory",
+    "state_for_saving",
+    "resolve_device",
 ]
 
 CONFIG_NAME = "config.json"
@@ -387,7 +389,7 @@ class GramxModel(nn.Module):
             config.metrics = dict(metrics)
         with atomic_directory(path) as tmp:
             (tmp / CONFIG_NAME).write_text(config.model_dump_json(indent=2) + "\n", encoding="utf-8")
-            save_file(_state_for_saving(self), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+            save_file(state_for_saving(self), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
             (tmp / CARD_NAME).write_text(model_card(config), encoding="utf-8")
         self.config = config
         return path
@@ -442,7 +444,7 @@ def _to_device(obj: Any, device: torch.device) -> Any:
     return to_device(obj, device, non_blocking=device.type == "cuda")
 
 
-def _state_for_saving(module: nn.Module) -> dict[str, torch.Tensor]:
+def state_for_saving(module: nn.Module) -> dict[str, torch.Tensor]:
     """A state dict safetensors accepts: contiguous CPU tensors, shared storage copied."""
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
 

@@ -5,7 +5,8 @@ Library first: the CLI only parses arguments and calls :func:`train`. A run fold
     run.yaml             the resolved configuration
     metrics.jsonl        one JSON record per logged step / validation
     tensorboard/         TensorBoard event files
-    checkpoints/step-N/  weights + optimizer/scheduler/RNG state (safetensors + JSON)
+    checkpoints/step-N/  a model directory (config.json + model.safetensors) plus the loss,
+                         optimizer, scheduler and RNG state (safetensors + state.json)
     model/               the final model (see gramx.model)
 
 Checkpoints are written atomically and hold everything needed to continue exactly:
@@ -42,7 +43,7 @@ from gramx.config import RunConfig
 from gramx.data import Collator, DataError, ErrorLog, ManifestDataset, check_errors, read_manifest, to_device
 from gramx.errors import GramxError
 from gramx.losses import DataAnchorMatching, GramLoss, PairwiseInfoNCE, Temperature
-from gramx.model import GramxModel, atomic_directory
+from gramx.model import GramxModel, state_for_saving, atomic_directory
 
 __all__ = ["train", "Objective", "build_objective", "Trainer", "latest_checkpoint", "FeatureCache"]
 
@@ -604,8 +605,6 @@ class Trainer:
         if not self.ctx.is_main:
             return None
         path = self.ckpt_dir / f"step-{self.step:08d}"
-        weights = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        weights.update({f"objective.{k}": v for k, v in self.objective.state_dict().items()})
         opt_tensors, opt_meta = _optimizer_to_safe(self.optimizer.state_dict())
         rng = {f"{k}.{rank}": v.contiguous() for rank, (_, t, *_) in enumerate(everyone) for k, v in t.items()}
         state = {
@@ -616,9 +615,10 @@ class Trainer:
             "errors": [{"count": c, "examples": ex, "seen": seen} for _, _, c, ex, seen in everyone],
             "val": self.val_report,
         }
-        with atomic_directory(path) as tmp:
-            save_file({k: v.detach().cpu().contiguous().clone() for k, v in weights.items()},
-                      str(tmp / "weights.safetensors"))
+        with atomic_directory(path) as tmp:  # also a model directory that gramx.load_model reads
+            (tmp / "config.json").write_text(self.model.config.model_dump_json(indent=2) + "\n")
+            save_file(state_for_saving(self.model), str(tmp / "model.safetensors"))
+            save_file(state_for_saving(self.objective), str(tmp / "objective.safetensors"))
             save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
             save_file(rng, str(tmp / "rng.safetensors"))
             (tmp / "state.json").write_text(json.dumps(state))
@@ -637,10 +637,9 @@ class Trainer:
                 f"{path} was written by {state['world_size']} processes, this run has {self.ctx.world_size}",
                 hint="resume with the same number of processes",
             )
-        weights = load_file(str(path / "weights.safetensors"), device=str(self.device))
-        self.model.load_state_dict({k[6:]: v for k, v in weights.items() if k.startswith("model.")}, strict=True)
+        self.model.load_state_dict(load_file(str(path / "model.safetensors"), device=str(self.device)), strict=True)
         self.objective.load_state_dict(
-            {k[10:]: v for k, v in weights.items() if k.startswith("objective.")}, strict=True
+            load_file(str(path / "objective.safetensors"), device=str(self.device)), strict=True
         )
         opt = _optimizer_from_safe(load_file(str(path / "optimizer.safetensors")), state["optimizer"])
         self.optimizer.load_state_dict(opt)

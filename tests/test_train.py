@@ -14,6 +14,7 @@ import yaml
 from fixture_modalities import BOOT, fixture_plugins, run_config, subprocess_env  # noqa: F401
 from safetensors.torch import load_file
 
+import gramx
 from gramx.config import parse_config
 from gramx.data import DataError
 from gramx.errors import GramxError
@@ -50,6 +51,11 @@ def test_training_is_deterministic_and_logs(tmp_path, fixture_plugins):
     assert steps[-1]["temperature"] != pytest.approx(0.07, abs=1e-6)  # the temperature is trained
     config = json.loads((first / "config.json").read_text())
     assert config["training"]["steps"] == 12 and config["metrics"]["tuples"] == 12
+    # a checkpoint is also a model directory; the last one holds the final weights
+    checkpoint = latest_checkpoint(run)
+    assert checkpoint.name == "step-00000012" and len(list((run / "checkpoints").iterdir())) == 2
+    assert_same_weights(first, checkpoint, atol=0)
+    assert gramx.load_model(checkpoint).dim == 8
 
 
 @pytest.mark.parametrize(
