@@ -10,7 +10,9 @@ text) dataset of primitive shapes. open3d is imported on first use, not with the
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
+import sys
 from pathlib import Path
 
 import gramx
@@ -32,8 +34,26 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
-if importlib.util.find_spec("open3d") is None:  # fail discovery clearly, not the first load
-    raise ImportError("gramx-pointcloud needs open3d: pip install open3d-cpu==0.20.0 (and apt-get install libusb-1.0-0)")
+
+def _check_open3d() -> None:
+    """Fail plugin discovery with a clear message (not the first load) when open3d cannot work.
+
+    Importing open3d takes seconds, so only its presence and, on Linux, the system library
+    its binary links against (libusb-1.0) are checked here.
+    """
+    if importlib.util.find_spec("open3d") is None:
+        raise ImportError("gramx-pointcloud needs open3d: pip install open3d-cpu==0.20.0")
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libusb-1.0.so.0")
+        except OSError:
+            raise ImportError(
+                "open3d needs the system library libusb-1.0-0: apt-get install libusb-1.0-0 "
+                "(the project's scripts/setup.sh installs it)"
+            ) from None
+
+
+_check_open3d()
 
 SAMPLES_DIR = Path(__file__).parent / "samples"
 

@@ -244,3 +244,18 @@ def test_plugin_discovery_and_cli():
         assert main(["plugins", "check", "pointcloud"]) == 0
     finally:
         gramx.plugins.reset()
+
+
+def test_missing_libusb_is_reported_at_discovery(monkeypatch):
+    import ctypes
+    import sys
+
+    import gramx_pointcloud
+
+    def no_library(name, *args, **kwargs):
+        raise OSError(f"{name}: cannot open shared object file")
+
+    monkeypatch.setattr(ctypes, "CDLL", no_library)
+    monkeypatch.setattr(sys, "platform", "linux")
+    with pytest.raises(ImportError, match="libusb-1.0-0"):
+        gramx_pointcloud._check_open3d()
