@@ -115,7 +115,8 @@ class Conformance:
             try:
                 self.modality.load(value, self.cfg)
             except LoadError as exc:
-                if str(value) not in str(exc) and getattr(value, "name", None) not in str(exc):
+                names = {str(value), getattr(value, "name", None)} - {None}
+                if not any(name in str(exc) for name in names):
                     raise ConformanceError(f"{self.modality.name}: LoadError for {value!r} does not name it: {exc}")
             except Exception as exc:
                 raise ConformanceError(
