@@ -37,6 +37,8 @@ __all__ = [
     "Collator",
     "check_errors",
     "to_device",
+    "cache_key",
+    "encode_unique",
 ]
 
 RESERVED = ("id", "label")
@@ -248,3 +250,70 @@ def to_device(obj: Any, device: torch.device, non_blocking: bool = False) -> Any
     if isinstance(obj, tuple):
         return tuple(to_device(v, device, non_blocking) for v in obj)
     return obj
+
+
+def cache_key(value: Any) -> Any:
+    """A hashable key for a manifest value (lists and dicts by their JSON text)."""
+    if isinstance(value, str | int | float | bool):
+        return value
+    return json.dumps(value, sort_keys=True)
+
+
+def _as_list(items: list) -> list:
+    return items
+
+
+class _ValueDataset(Dataset):
+    """Loads distinct values of one modality; a failure is returned, not raised."""
+
+    def __init__(self, values: list, modality: Modality, cfg: Any):
+        self.values, self.modality, self.cfg = values, modality, cfg
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, i: int):
+        try:
+            return i, self.modality.load(self.values[i], self.cfg), None
+        except Exception as exc:  # reported per row by the caller
+            problem = str(exc) if isinstance(exc, GramxError) else f"{self.values[i]}: {type(exc).__name__}: {exc}"
+            return i, None, problem
+
+
+@torch.no_grad()
+def encode_unique(
+    values: list,
+    modality: Modality,
+    cfg: Any,
+    encode,
+    batch_size: int = 64,
+    workers: int = 0,
+    device: torch.device | str = "cpu",
+) -> tuple[dict, torch.Tensor, dict]:
+    """Load and encode each distinct value once: ``(key -> row, table [U, F], key -> problem)``.
+
+    ``encode(batch) -> [n, F]`` runs on the collated batch moved to ``device``. Values that
+    fail to load are left out of the table and reported in the third result.
+    """
+    from torch.utils.data import DataLoader
+
+    device = torch.device(device)
+    unique = list({cache_key(v): v for v in values}.values())
+    loader = DataLoader(
+        _ValueDataset(unique, modality, cfg), batch_size=batch_size, num_workers=workers,
+        collate_fn=_as_list, generator=torch.Generator().manual_seed(0), pin_memory=device.type == "cuda",
+    )
+    index: dict = {}
+    feats: list[torch.Tensor] = []
+    failed: dict = {}
+    for items in loader:
+        good = [(i, s) for i, s, err in items if err is None]
+        failed.update({cache_key(unique[i]): err for i, _, err in items if err is not None})
+        if not good:
+            continue
+        batch = to_device(modality.make_batch([s for _, s in good], cfg), device, device.type == "cuda")
+        feats.append(encode(batch))
+        for i, _ in good:
+            index[cache_key(unique[i])] = len(index)
+    table = torch.cat(feats) if feats else torch.zeros(0, device=device)
+    return index, table, failed

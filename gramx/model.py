@@ -314,59 +314,62 @@ class GramxModel(nn.Module):
         error_log=None,
         progress: bool = False,
     ) -> Embeddings:
-        """Embed every row of a manifest (a path or :class:`gramx.data.Manifest`) in batches."""
-        from torch.utils.data import DataLoader
+        """Embed every row of a manifest (a path or :class:`gramx.data.Manifest`) in batches.
 
-        from gramx.data import Collator, ErrorLog, ManifestDataset, check_errors, read_manifest
+        Each distinct value of a modality (a caption repeated over many rows, a file used
+        twice) is loaded and encoded once. A row whose value fails to load is an error
+        (``on_error="raise"``, naming the line and file) or leaves the result and is recorded
+        in ``error_log`` (``"skip"``).
+        """
+        from gramx.data import DataError, ErrorLog, ManifestDataset, cache_key, encode_unique, read_manifest
 
         if not hasattr(manifest, "rows"):
             manifest = read_manifest(manifest)
         names = [n for n in (modalities or self.names) if n in self.encoders]
-        mods = {n: (self.modalities[n], self.modality_configs[n]) for n in names}
-        dataset = ManifestDataset(manifest, mods)
-        device = self.device
-        loader = DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=False,
-            num_workers=workers,
-            collate_fn=Collator(mods),
-            pin_memory=device.type == "cuda",
-            generator=torch.Generator().manual_seed(0),
-        )
+        resolver = ManifestDataset(manifest, {n: (self.modalities[n], self.modality_configs[n]) for n in names})
+        rows = manifest.rows
         log = error_log if error_log is not None else ErrorLog()
+        bad: dict[int, str] = {}
+        feats, masks = {}, {}
         was_training = self.training
         self.eval()
-        feats = {n: [] for n in names}
-        masks = {n: [] for n in names}
-        index = []
         try:
-            iterator = loader
+            steps = names
             if progress:
                 from tqdm.auto import tqdm
 
-                iterator = tqdm(loader, desc="embed", unit="batch", leave=False)
-            for batch in iterator:
-                check_errors(batch, on_error, log)
-                if batch["index"].numel() == 0:
-                    continue
-                batch = _to_device(batch, device)
-                out = self(batch["inputs"], batch["masks"])
-                for n in names:
-                    feats[n].append(out[n].float().cpu())
-                    masks[n].append(batch["masks"][n].cpu())
-                index.append(batch["index"].cpu())
+                steps = tqdm(names, desc="embed", unit="modality", leave=False)
+            for name in steps:
+                values = [resolver.value(r, name) for r in rows]
+                index, table, failed = encode_unique(
+                    [v for v in values if v is not None], self.modalities[name], self.modality_configs[name],
+                    lambda batch, name=name: self.embed(name, batch), batch_size=batch_size, workers=workers,
+                    device=self.device,
+                )
+                keys = [None if v is None else cache_key(v) for v in values]
+                for i, key in enumerate(keys):
+                    if key is not None and key in failed and i not in bad:
+                        bad[i] = f"{manifest.path.name} line {rows[i].line} ({name}): {failed[key]}"
+                if bad and on_error == "raise":
+                    raise DataError(bad[min(bad)], hint="fix or remove the row, or skip bad rows (--on-error skip)")
+                mask = torch.tensor([k is not None and k in index for k in keys], dtype=torch.bool)
+                out = torch.zeros(len(rows), self.dim)
+                if mask.any():
+                    idx = torch.tensor([index[k] for k, m in zip(keys, mask.tolist()) if m], dtype=torch.long)
+                    out[mask] = table.float().cpu()[idx]
+                feats[name], masks[name] = out, mask
         finally:
             self.train(was_training)
-        idx = torch.cat(index).tolist() if index else []
-        rows = [manifest.rows[i] for i in idx]
+        log.add((rows[i].line, message) for i, message in sorted(bad.items()))
+        keep = torch.tensor([i not in bad for i in range(len(rows))], dtype=torch.bool)
+        kept = [r for r, k in zip(rows, keep.tolist()) if k]
         return Embeddings(
-            ids=[r.id for r in rows],
-            labels=[r.label for r in rows],
-            lines=[r.line for r in rows],
-            feats={n: torch.cat(v) if v else torch.zeros(0, self.dim) for n, v in feats.items()},
-            masks={n: torch.cat(v) if v else torch.zeros(0, dtype=torch.bool) for n, v in masks.items()},
-            values={n: [r.values.get(n) for r in rows] for n in names},
+            ids=[r.id for r in kept],
+            labels=[r.label for r in kept],
+            lines=[r.line for r in kept],
+            feats={n: f[keep] for n, f in feats.items()},
+            masks={n: m[keep] for n, m in masks.items()},
+            values={n: [r.values.get(n) for r in kept] for n in names},
         )
 
     # ------------------------------------------------------------------ saving

@@ -40,7 +40,17 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from gramx import distributed as gdist
 from gramx.config import RunConfig
-from gramx.data import Collator, DataError, ErrorLog, ManifestDataset, check_errors, read_manifest, to_device
+from gramx.data import (
+    Collator,
+    DataError,
+    ErrorLog,
+    ManifestDataset,
+    cache_key,
+    check_errors,
+    encode_unique,
+    read_manifest,
+    to_device,
+)
 from gramx.errors import GramxError
 from gramx.losses import DataAnchorMatching, GramLoss, PairwiseInfoNCE, Temperature
 from gramx.model import GramxModel, state_for_saving, atomic_directory
@@ -105,32 +115,6 @@ def describe_loss(config: RunConfig) -> str:
 # --------------------------------------------------------------------------- feature cache
 
 
-def _as_list(items: list) -> list:
-    return items
-
-
-class _Values(torch.utils.data.Dataset):
-    def __init__(self, values, modality, cfg):
-        self.values, self.modality, self.cfg = values, modality, cfg
-
-    def __len__(self):
-        return len(self.values)
-
-    def __getitem__(self, i):
-        try:
-            return i, self.modality.load(self.values[i], self.cfg), None
-        except Exception as exc:
-            problem = str(exc) if isinstance(exc, GramxError) else f"{self.values[i]}: {type(exc).__name__}: {exc}"
-            return i, None, problem
-
-
-def cache_key(value: Any) -> Any:
-    """A hashable key for a manifest value (lists and dicts by their JSON text)."""
-    if isinstance(value, str | int | float | bool):
-        return value
-    return json.dumps(value, sort_keys=True)
-
-
 class FeatureCache:
     """Encoder features of frozen modalities, computed once per distinct manifest value."""
 
@@ -143,26 +127,11 @@ class FeatureCache:
     def build(self, model: GramxModel, name: str, values: list, batch_size: int, workers: int,
               device: torch.device) -> None:
         modality, cfg = model.modalities[name], model.modality_configs[name]
-        unique = list({cache_key(v): v for v in values}.values())
-        loader = DataLoader(
-            _Values(unique, modality, cfg), batch_size=batch_size, num_workers=workers,
-            collate_fn=_as_list, generator=torch.Generator().manual_seed(0),
-        )
-        index, feats, failed = {}, [], {}
         model.encoders[name].eval()
-        for items in loader:
-            good = [(i, s) for i, s, err in items if err is None]
-            failed.update({cache_key(unique[i]): err for i, _, err in items if err is not None})
-            if not good:
-                continue
-            batch = to_device(modality.make_batch([s for _, s in good], cfg), device)
-            out = model.encode(name, batch).float()
-            for (i, _), row in zip(good, out):
-                index[cache_key(unique[i])] = len(index)
-            feats.append(out)
-        self.index[name] = index
-        self.tables[name] = torch.cat(feats) if feats else torch.zeros(0, device=device)
-        self.failed[name] = failed
+        self.index[name], self.tables[name], self.failed[name] = encode_unique(
+            values, modality, cfg, lambda batch: model.encode(name, batch).float(),
+            batch_size=batch_size, workers=workers, device=device,
+        )
 
     def lookup(self, inputs: dict) -> dict[str, torch.Tensor]:
         out = {}

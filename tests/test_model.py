@@ -102,3 +102,14 @@ def test_frozen_encoders_stay_in_eval_mode(tmp_path, fixture_plugins):
 def test_embed_error_on_unknown_modality(tmp_path, model):
     with pytest.raises(GramxError, match="no modality 'smell'"):
         model.embed_values("smell", ["x"])
+
+
+def test_embed_manifest_raise_and_skip(tmp_path, model):
+    from gramx.data import DataError, ErrorLog
+
+    (tmp_path / "vec" / "train-4.npy").write_bytes(b"junk")
+    with pytest.raises(DataError, match=r"train.jsonl line 5 \(vector\)"):
+        model.embed_manifest(tmp_path / "train.jsonl")
+    log = ErrorLog()
+    emb = model.embed_manifest(tmp_path / "train.jsonl", on_error="skip", error_log=log)
+    assert len(emb) == 23 and "r4" not in emb.ids and log.count == 1
