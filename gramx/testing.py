@@ -138,14 +138,15 @@ def check_modality(modality: Modality, samples: Sequence[Any], bad_inputs: Seque
 
 
 class ModalityConformance:
-    """Pytest base class: set ``modality``, ``samples`` (and ``bad_inputs``) in a subclass."""
+    """Pytest base class: set ``modality``, ``samples`` (and ``bad_inputs``, ``cfg``) in a subclass."""
 
     modality: Modality
     samples: Sequence[Any] = ()
     bad_inputs: Sequence[Any] = ()
+    cfg: Any = None
 
     def _kit(self) -> Conformance:
-        return Conformance(self.modality, self.samples, self.bad_inputs)
+        return Conformance(self.modality, self.samples, self.bad_inputs, self.cfg)
 
     def test_config(self):
         self._kit().check_config()
