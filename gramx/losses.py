@@ -92,6 +92,10 @@ def anchor_volumes(feats: Feats, masks: Masks, anchor: str) -> tuple[torch.Tenso
         raise ValueError("the GRAM loss needs at least two modalities")
     other_mask = torch.stack([_present(feats, masks, n) for n in others], dim=1)  # [B, m]
     rows = (_present(feats, masks, anchor) & other_mask.any(dim=1)).nonzero().squeeze(1)
+    if rows.numel() == other_mask.shape[0]:  # every sample takes part: no gathers
+        tuples = torch.stack([feats[n] for n in others], dim=1)  # [B, m, D]
+        mask = None if bool(other_mask.all()) else other_mask
+        return volume_matrix(feats[anchor], tuples, mask=mask), rows
     tuples = torch.stack([feats[n][rows] for n in others], dim=1)  # [n, m, D]
     return volume_matrix(feats[anchor][rows], tuples, mask=other_mask[rows]), rows
 

@@ -41,6 +41,15 @@ def naive_volume_matrix(q: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     return reference_volume(tuples)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tensors are tiny: one thread avoids OpenMP start-up and waits (10x on a busy CPU)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def gen():
     return torch.Generator().manual_seed(1234)
