@@ -361,6 +361,19 @@ def test_index_volumes_equal_volume_matrix_and_masks(gen):
     torch.testing.assert_close(vals, volume_matrix(q, c, mask=mask).sort(dim=1).values[:, :3])
 
 
+def test_blocked_in_place_build_equals_the_autograd_build(gen):
+    c = unit(37, 3, 16, generator=gen)
+    mask = torch.rand(37, 3, generator=gen) > 0.3
+    for m in [None, mask]:
+        blocked = VolumeIndex.build(c, m, block_elements=100)  # two tuples per block
+        graph = VolumeIndex.build(c.clone().requires_grad_(), m)
+        torch.testing.assert_close(blocked.basis, graph.basis.detach())
+        torch.testing.assert_close(blocked.volume, graph.volume.detach())
+    x = unit(4, 5, 3, 16, generator=gen)
+    m = torch.rand(4, 5, 3, generator=gen) > 0.3
+    torch.testing.assert_close(gram_volume(x, m), gram_volume(x.clone().requires_grad_(), m).detach())
+
+
 def test_merge_topk_of_shards_equals_global_topk(gen):
     q = unit(6, 16, generator=gen)
     c = unit(50, 3, 16, generator=gen)
