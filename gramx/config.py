@@ -78,6 +78,11 @@ class ModalityEntry(_Section):
         description="when the encoder has no trainable parameters, compute its features once per "
         "distinct manifest value and reuse them",
     )
+    preload: bool = Field(
+        False,
+        description="load every distinct training value once, before training, and keep the samples "
+        "in memory (faster epochs; only for loads without random augmentation)",
+    )
     _plugin_config: BaseModel | None = PrivateAttr(default=None)
 
     @property

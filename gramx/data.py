@@ -39,6 +39,7 @@ __all__ = [
     "to_device",
     "cache_key",
     "encode_unique",
+    "load_unique",
 ]
 
 RESERVED = ("id", "label")
@@ -204,12 +205,20 @@ class Collator:
     A batch is ``{"inputs": {name: batch or None}, "masks": {name: bool[B]}, "index":
     long[B], "errors": [(line, message)]}``; each modality's batch holds only its present
     samples (in row order). Items that failed to load leave the batch and are listed in
-    ``errors``. Modalities in ``passthrough`` are collated as plain lists of values.
+    ``errors``. Modalities in ``passthrough`` are collated as plain lists of values; for
+    modalities in ``preloaded`` (``name -> {cache_key(value): sample}``) the items hold values
+    whose samples are taken from there.
     """
 
-    def __init__(self, modalities: Mapping[str, tuple[Modality, Any]], passthrough: Iterable[str] = ()):
+    def __init__(
+        self,
+        modalities: Mapping[str, tuple[Modality, Any]],
+        passthrough: Iterable[str] = (),
+        preloaded: Mapping[str, Mapping[Any, Any]] | None = None,
+    ):
         self.modalities = dict(modalities)
         self.passthrough = set(passthrough)
+        self.preloaded = dict(preloaded or {})
 
     def __call__(self, items: list[dict]) -> dict:
         errors = [item["error"] for item in items if item["error"] is not None]
@@ -222,6 +231,9 @@ class Collator:
                 inputs[name] = None
             elif name in self.passthrough:
                 inputs[name] = present
+            elif name in self.preloaded:
+                store = self.preloaded[name]
+                inputs[name] = modality.make_batch([store[cache_key(v)] for v in present], cfg)
             else:
                 inputs[name] = modality.make_batch(present, cfg)
         index = torch.tensor([item["index"] for item in items], dtype=torch.long)
@@ -317,3 +329,21 @@ def encode_unique(
             index[cache_key(unique[i])] = len(index)
     table = torch.cat(feats) if feats else torch.zeros(0, device=device)
     return index, table, failed
+
+
+def load_unique(values: list, modality: Modality, cfg: Any, workers: int = 0) -> tuple[dict, dict]:
+    """Load each distinct value once: ``(key -> sample, key -> problem)`` (see :func:`cache_key`)."""
+    from torch.utils.data import DataLoader
+
+    unique = list({cache_key(v): v for v in values}.values())
+    loader = DataLoader(_ValueDataset(unique, modality, cfg), batch_size=16, num_workers=workers,
+                        collate_fn=_as_list, generator=torch.Generator().manual_seed(0))
+    samples: dict = {}
+    failed: dict = {}
+    for items in loader:
+        for i, sample, err in items:
+            if err is None:
+                samples[cache_key(unique[i])] = sample
+            else:
+                failed[cache_key(unique[i])] = err
+    return samples, failed

@@ -48,6 +48,7 @@ from gramx.data import (
     cache_key,
     check_errors,
     encode_unique,
+    load_unique,
     read_manifest,
     to_device,
 )
@@ -146,11 +147,12 @@ class FeatureCache:
 
 
 class _CachedDataset(ManifestDataset):
-    """A manifest dataset that passes cached modalities through as values and flags failed ones."""
+    """A manifest dataset that passes cached / preloaded modalities through as values and
+    turns the values that failed to load into row errors."""
 
-    def __init__(self, manifest, modalities, cache: FeatureCache):
-        super().__init__(manifest, modalities, passthrough=cache.tables.keys())
-        self.failed = cache.failed
+    def __init__(self, manifest, modalities, passthrough, failed: dict[str, dict]):
+        super().__init__(manifest, modalities, passthrough=passthrough)
+        self.failed = failed
 
     def __getitem__(self, index: int) -> dict:
         item = super().__getitem__(index)
@@ -334,19 +336,27 @@ class Trainer:
             log.warning("manifest columns not used by this run: %s", ", ".join(unused))
         mods = {n: (self.model.modalities[n], self.model.modality_configs[n]) for n in self.model.names}
         self.cache = FeatureCache()
+        preloaded: dict[str, dict] = {}
+        failed: dict[str, dict] = {}
         probe = ManifestDataset(self.manifest, mods)
         for name in self.model.names:
-            if cfg.modalities[name].cache and self.model.frozen(name):
-                values = [probe.value(r, name) for r in self.manifest.rows if r.values.get(name) is not None]
+            entry = cfg.modalities[name]
+            values = [probe.value(r, name) for r in self.manifest.rows if r.values.get(name) is not None]
+            if entry.cache and self.model.frozen(name):
                 self.cache.build(self.model, name, values, cfg.eval.batch_size, cfg.data.workers, self.device)
-                if cfg.data.on_error == "raise" and self.cache.failed[name]:
-                    key, problem = next(iter(self.cache.failed[name].items()))
-                    line = next(r.line for r in self.manifest.rows
-                                if r.values.get(name) is not None and cache_key(probe.value(r, name)) == key)
-                    raise DataError(f"{self.manifest.path.name} line {line} ({name}): {problem}",
-                                    hint="fix or remove the row, or set data.on_error=skip")
-        self.dataset = _CachedDataset(self.manifest, mods, self.cache)
-        self.collate = Collator(mods, passthrough=self.cache.tables.keys())
+                failed[name] = self.cache.failed[name]
+            elif entry.preload:
+                preloaded[name], failed[name] = load_unique(values, *mods[name], workers=cfg.data.workers)
+            else:
+                continue
+            if cfg.data.on_error == "raise" and failed[name]:
+                key, problem = next(iter(failed[name].items()))
+                line = next(r.line for r in self.manifest.rows
+                            if r.values.get(name) is not None and cache_key(probe.value(r, name)) == key)
+                raise DataError(f"{self.manifest.path.name} line {line} ({name}): {problem}",
+                                hint="fix or remove the row, or set data.on_error=skip")
+        self.dataset = _CachedDataset(self.manifest, mods, set(self.cache.tables) | set(preloaded), failed)
+        self.collate = Collator(mods, passthrough=self.cache.tables.keys(), preloaded=preloaded)
         self.sampler = ResumableSampler(
             self.dataset, num_replicas=world, rank=self.ctx.rank, shuffle=cfg.data.shuffle,
             seed=cfg.optim.seed, drop_last=world > 1,

@@ -76,8 +76,19 @@ def test_frozen_cached_encoder_and_accumulation(tmp_path, fixture_plugins):
     assert weights(model_dir)["encoders.text.bag.weight"].shape == before.weight.shape
 
 
-def test_skip_bad_rows_reports_count(tmp_path, fixture_plugins, caplog):
+def test_preloaded_samples_train_like_loaded_ones(tmp_path, fixture_plugins):
+    data = run_config(tmp_path, optim={"max_steps": 4})
+    loaded = train(parse_config(data, tmp_path))
+    data["modalities"]["vector"] = {"preload": True}
+    data["modalities"]["point"] = {"preload": True}
+    data["output"]["dir"] = str(tmp_path / "preloaded")
+    assert_same_weights(loaded, train(parse_config(data, tmp_path)), atol=1e-6)
+
+
+@pytest.mark.parametrize("preload", [False, True])
+def test_skip_bad_rows_reports_count(tmp_path, fixture_plugins, caplog, preload):
     data = run_config(tmp_path, data={"on_error": "skip"}, optim={"epochs": 2})
+    data["modalities"]["vector"] = {"preload": preload}
     (tmp_path / "vec" / "train-5.npy").write_bytes(b"broken")
     with caplog.at_level("WARNING", logger="gramx.train"):
         model_dir = train(parse_config(data, tmp_path))
@@ -85,8 +96,10 @@ def test_skip_bad_rows_reports_count(tmp_path, fixture_plugins, caplog):
     assert json.loads((model_dir / "config.json").read_text())["training"]["skipped_rows"] == 1
 
 
-def test_raise_on_bad_row_names_line_and_file(tmp_path, fixture_plugins):
+@pytest.mark.parametrize("preload", [False, True])
+def test_raise_on_bad_row_names_line_and_file(tmp_path, fixture_plugins, preload):
     data = run_config(tmp_path)
+    data["modalities"]["vector"] = {"preload": preload}
     (tmp_path / "vec" / "train-5.npy").write_bytes(b"broken")
     with pytest.raises(DataError, match=r"train.jsonl line 6 \(vector\): .*train-5.npy"):
         train(parse_config(data, tmp_path))
