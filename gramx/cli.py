@@ -331,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--json", action="store_true", help="print JSON")
     device_option(search)
     search.set_defaults(func=cmd_search)
+    from gramx.plugins import get_host
+
+    get_host().add_commands(commands)  # commands contributed by plugins (e.g. `gramx demo`)
     return parser
 
 

@@ -30,3 +30,20 @@ def gramx_register_modalities(register):
 
     .. versionadded:: 0.1
     """
+
+
+@hookspec
+def gramx_register_commands(subparsers):
+    """Add sub-commands to the ``gramx`` command line.
+
+    Called once per plugin when the CLI builds its parser. Add commands with
+    ``subparsers.add_parser(name, help=...)`` and give each a handler with
+    ``parser.set_defaults(func=handler)``; the handler receives the parsed
+    ``argparse.Namespace`` and returns an exit status. A plugin whose hook raises is
+    recorded with its error and its commands are left out.
+
+    :param subparsers: the ``argparse`` sub-parsers object of the ``gramx`` command.
+    :return: nothing.
+
+    .. versionadded:: 0.1
+    """

@@ -141,6 +141,15 @@ class PluginHost:
                 )
             seen[modality.name] = plugin_name
 
+    def add_commands(self, subparsers) -> None:
+        """Let every loaded plugin add CLI sub-commands; a failing plugin is recorded and skipped."""
+        for impl in self.pm.hook.gramx_register_commands.get_hookimpls():
+            try:
+                impl.function(subparsers)
+            except Exception as exc:
+                record = self.records.setdefault(impl.plugin_name, PluginRecord(name=impl.plugin_name))
+                record.error = _describe(exc)
+
     def get_modality(self, name: str) -> Modality:
         """The registered modality ``name``; the error lists what is available."""
         if name in self._modalities:
