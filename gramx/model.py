@@ -75,6 +75,10 @@ class ModalitySpec(_Strict):
     config: dict[str, Any] = Field(default_factory=dict, description="the plugin's config, as JSON")
     head: HeadConfig = Field(default_factory=HeadConfig)
     feature_dim: int | None = None
+    bridge: dict[str, int] | None = Field(
+        None, description="Projector options (gramx.bridge) mapping this modality from the space it was "
+        "trained in into this model's space; None for modalities trained in this space"
+    )
 
 
 class ModelConfig(_Strict):
@@ -87,6 +91,9 @@ class ModelConfig(_Strict):
     modalities: dict[str, ModalitySpec]
     training: dict[str, Any] = Field(default_factory=dict, description="what the model was trained on")
     metrics: dict[str, Any] = Field(default_factory=dict, description="the last evaluation report")
+    lineage: list[dict[str, Any]] = Field(
+        default_factory=list, description="how the model grew: the models it extends and what was added"
+    )
 
 
 class ProjectionHead(nn.Module):
@@ -137,6 +144,14 @@ def _lookup(name: str, spec: ModalitySpec):
     return modality
 
 
+def _projector(name: str, options: dict[str, int], dim: int) -> nn.Module:
+    from gramx.bridge import Projector
+
+    if options.get("dim_out") != dim:
+        raise ConfigError(f"modality {name!r}: its bridge maps into {options.get('dim_out')} dims, the model has {dim}")
+    return Projector(**options)
+
+
 def _has_trainable(module: nn.Module) -> bool:
     return any(p.requires_grad for p in module.parameters())
 
@@ -167,6 +182,7 @@ class GramxModel(nn.Module):
         self.modality_configs: dict[str, BaseModel] = {}
         self.encoders = nn.ModuleDict()
         self.heads = nn.ModuleDict()
+        self.bridges = nn.ModuleDict()
         for name, spec in config.modalities.items():
             modality = _lookup(name, spec)
             cfg = (plugin_configs or {}).get(name)
@@ -196,7 +212,11 @@ class GramxModel(nn.Module):
             self.modalities[name] = modality
             self.modality_configs[name] = cfg
             self.encoders[name] = encoder
-            self.heads[name] = ProjectionHead(int(feature_dim), config.dim, spec.head)
+            head_dim = config.dim
+            if spec.bridge is not None:
+                self.bridges[name] = _projector(name, spec.bridge, config.dim)
+                head_dim = spec.bridge["dim_in"]
+            self.heads[name] = ProjectionHead(int(feature_dim), head_dim, spec.head)
 
     # ------------------------------------------------------------------ building
 
@@ -229,11 +249,11 @@ class GramxModel(nn.Module):
         return not _has_trainable(self.encoders[name])
 
     def train(self, mode: bool = True) -> "GramxModel":
-        """Like ``nn.Module.train``, but frozen encoders always stay in eval mode."""
+        """Like ``nn.Module.train``, but frozen parts (no trainable parameters) stay in eval mode."""
         super().train(mode)
-        for name, encoder in self.encoders.items():
-            if self.frozen(name):
-                encoder.eval()
+        for part in (*self.encoders.values(), *self.heads.values(), *self.bridges.values()):
+            if not _has_trainable(part):
+                part.eval()
         return self
 
     # ------------------------------------------------------------------ embedding
@@ -243,8 +263,13 @@ class GramxModel(nn.Module):
         return self.encoders[name](batch)
 
     def project(self, name: str, features: torch.Tensor) -> torch.Tensor:
-        """Project encoder features into the shared space and L2-normalise (float32)."""
-        return F.normalize(self.heads[name](features).float(), dim=-1)
+        """Project encoder features into the shared space and L2-normalise (float32).
+
+        A bridged modality is first embedded in the space it was trained in, then mapped
+        into this model's space by its projector.
+        """
+        emb = F.normalize(self.heads[name](features).float(), dim=-1)
+        return self.bridges[name](emb) if name in self.bridges else emb
 
     def embed(self, name: str, batch: Any) -> torch.Tensor:
         """Shared-space embeddings ``[B, dim]`` of one modality's collated batch."""

@@ -27,7 +27,7 @@ import random
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -288,8 +288,10 @@ def _param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict]:
 class Trainer:
     """One training run; use :func:`train`."""
 
-    def __init__(self, config: RunConfig, ctx: gdist.DistContext, resume: bool = False):
+    def __init__(self, config: RunConfig, ctx: gdist.DistContext, resume: bool = False,
+                 build_model: Callable[[RunConfig], GramxModel] = GramxModel.from_run_config):
         self.config = config
+        self.build_model = build_model
         self.ctx = ctx
         self.device = ctx.device
         self.resume = resume
@@ -321,7 +323,7 @@ class Trainer:
         torch.manual_seed(cfg.optim.seed)
         random.seed(cfg.optim.seed)
         np.random.seed(cfg.optim.seed)
-        self.model = GramxModel.from_run_config(cfg).to(self.device)
+        self.model = self.build_model(cfg).to(self.device)
         self.objective = build_objective(cfg).to(self.device)
         # training randomness (dropout, augmentation) differs per process
         torch.manual_seed(cfg.optim.seed + 1_000_003 * self.ctx.rank)
@@ -699,18 +701,21 @@ def summarize(report: dict) -> str:
     return ", ".join(out) or "no metrics"
 
 
-def train(config: RunConfig, resume: bool = False, device: str | None = None) -> Path:
+def train(config: RunConfig, resume: bool = False, device: str | None = None,
+          build_model: Callable[[RunConfig], GramxModel] = GramxModel.from_run_config) -> Path:
     """Train a model as ``config`` describes; returns the final model directory.
 
     ``resume=True`` continues from the newest checkpoint in ``config.output.dir``.
     ``device`` overrides ``config.device``. Under torchrun every process calls this.
+    ``build_model`` makes the initial model (``gramx.extend`` passes one that grows a
+    trained model instead of starting from scratch).
     """
     if device is not None:
         config = config.model_copy(update={"device": device})
     started = gdist.dist.is_available() and gdist.dist.is_initialized()
     ctx = gdist.init_distributed(config.device)
     try:
-        trainer = Trainer(config, ctx, resume=resume)
+        trainer = Trainer(config, ctx, resume=resume, build_model=build_model)
         trainer.setup()
         return trainer.run()
     finally:
