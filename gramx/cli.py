@@ -84,6 +84,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_extend_add(args: argparse.Namespace) -> int:
+    """Add the run file's new modalities to a trained model, keeping its space frozen."""
+    import logging
+
+    from gramx.extend import add_modalities
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    path = add_modalities(args.base, _load_run_config(args), resume=args.resume)
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(f"model written to {path}")
+    return 0
+
+
+def cmd_extend_bridge(args: argparse.Namespace) -> int:
+    """Bridge a leaf space into a base space through a shared modality, without paired data."""
+    from gramx.extend import bridge_spaces, load_bridge_config
+
+    overrides = list(args.set or []) + ([f"device={args.device}"] if args.device else [])
+    path = bridge_spaces(load_bridge_config(args.config, overrides))
+    print(f"model written to {path}")
+    return 0
+
+
 def cmd_config_schema(args: argparse.Namespace) -> int:
     """Print the JSON schema of a run file."""
     from gramx.config import config_schema
@@ -290,6 +313,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     device_option(train)
     train.set_defaults(func=cmd_train)
+
+    extend = commands.add_parser("extend", help="grow a trained model: add a modality, or bridge two spaces")
+    extend_commands = extend.add_subparsers(dest="extend_command", required=True)
+    add = extend_commands.add_parser("add", parents=[debug], help="add modalities to a frozen trained model")
+    add.add_argument("base", metavar="MODEL", help="trained model directory to extend")
+    add.add_argument("config", metavar="RUN.yaml", help="run file naming the existing and the new modalities")
+    add.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key of the run file")
+    add.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    device_option(add)
+    add.set_defaults(func=cmd_extend_add)
+    bridge = extend_commands.add_parser("bridge", parents=[debug], help="bridge a leaf space into a base space")
+    bridge.add_argument("config", metavar="BRIDGE.yaml", help="bridge configuration")
+    bridge.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key")
+    device_option(bridge)
+    bridge.set_defaults(func=cmd_extend_bridge)
 
     config = commands.add_parser("config", help="run configuration: schema and resolved view")
     config_commands = config.add_subparsers(dest="config_command", required=True)

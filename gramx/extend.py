@@ -1,0 +1,188 @@
+"""Grow a trained space without retraining it.
+
+1. :func:`add_modalities` — add modalities to a frozen model with paired data: every
+   existing encoder, head and projector is frozen (and kept in eval mode), only the new
+   modalities train, against tuples of the existing ones (GRAM volume) or pairwise to an
+   anchor, as the run file's ``loss`` says. Existing embeddings stay bit-identical.
+2. :func:`bridge_spaces` — bridge a separately trained leaf space B into a base space A
+   through a modality they share, using only unpaired pools (Ex-MCR, see
+   :mod:`gramx.bridge`). B's other modalities become searchable against all of A's.
+
+Both write an ordinary model directory whose ``config.json`` records its lineage.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from functools import partial
+from pathlib import Path
+
+import pydantic
+import torch
+from pydantic import Field
+
+from gramx.bridge import BridgePools, Projector, fit_projector, pseudo_tuples
+from gramx.config import RunConfig, _Section, apply_overrides, format_validation_error, read_yaml
+from gramx.errors import ConfigError, GramxError
+from gramx.model import GramxModel, ModalitySpec, _plugin_info, load_model, resolve_device
+
+__all__ = ["grow_model", "add_modalities", "BridgeConfig", "load_bridge_config", "bridge_spaces"]
+
+log = logging.getLogger("gramx.extend")
+
+
+def _freeze(model: GramxModel, names: list[str]) -> None:
+    for group in (model.encoders, model.heads, model.bridges):
+        for name in names:
+            if name in group:
+                group[name].requires_grad_(False)
+
+
+def grow_model(base_dir: str | Path, run: RunConfig) -> GramxModel:
+    """The base model plus ``run``'s new modalities, with every base part frozen."""
+    from gramx import __version__
+
+    base = load_model(base_dir)
+    if run.dim != base.dim:
+        raise ConfigError(f"the run's dim is {run.dim} but the base model's space has {base.dim} dimensions",
+                          hint=f"set dim: {base.dim}")
+    new = sorted(n for n in run.modalities if n not in base.names)
+    if not new:
+        raise ConfigError(f"the run adds no modality: the base model already has {', '.join(base.names)}")
+    for name in sorted(set(run.modalities) & set(base.names)):
+        if run.modalities[name].plugin_config != base.modality_configs[name]:
+            log.warning("modality %r: the run's options are ignored; the base model's are kept", name)
+    config = base.config.model_copy(deep=True)
+    config.gramx_version = __version__
+    for name in new:
+        entry = run.modalities[name]
+        config.modalities[name] = ModalitySpec(
+            plugin=_plugin_info(name), config=entry.plugin_config.model_dump(mode="json"), head=entry.head
+        )
+    config.lineage.append({
+        "operation": "add", "base": str(Path(base_dir).resolve()),
+        "frozen": base.names, "added": new, "loss": run.loss.type,
+    })
+    plugin_configs = {**base.modality_configs, **{n: run.modalities[n].plugin_config for n in new}}
+    model = GramxModel(config, plugin_configs)
+    missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
+    stray = [k for k in missing if k.split(".")[1] not in new] + list(unexpected)
+    if stray:
+        raise GramxError(f"the base model's weights do not fit the grown model: {stray[:5]}")
+    _freeze(model, base.names)
+    return model
+
+
+def add_modalities(base_dir: str | Path, run: RunConfig, resume: bool = False, device: str | None = None) -> Path:
+    """Train ``run``'s new modalities against the frozen base model; returns the model directory."""
+    from gramx.train import train
+
+    return train(run, resume=resume, device=device, build_model=partial(grow_model, base_dir))
+
+
+class ProjectorConfig(_Section):
+    """The projector mapping the leaf space into the base space."""
+
+    hidden: int = Field(512, ge=1, description="width of the residual MLP blocks")
+    depth: int = Field(2, ge=0, description="number of residual blocks")
+
+
+class BridgeConfig(_Section):
+    """A bridge run: project leaf space B into base space A through a shared modality."""
+
+    base: Path = Field(description="model directory of the base space A")
+    leaf: Path = Field(description="model directory of the leaf space B")
+    shared: str = Field("text", description="the modality both spaces have")
+    pools: dict[str, Path] = Field(
+        description="modality -> manifest whose column of that modality is its unpaired pool; needs the shared "
+        "modality and each of the leaf's other modalities (the base's others are optional but help)"
+    )
+    tau: float = Field(0.01, gt=0, description="softmax temperature of the memory aggregation")
+    noise: float = Field(0.03, ge=0, description="Gaussian noise on the centric inputs")
+    projector: ProjectorConfig = Field(default_factory=ProjectorConfig)
+    steps: int = Field(1000, ge=1)
+    batch_size: int = Field(256, ge=2)
+    lr: float = Field(1e-3, gt=0)
+    temperature: float = Field(0.05, gt=0, description="InfoNCE temperature of the projector's training")
+    intra_weight: float = Field(0.1, ge=0, description="weight of the intra-space alignment term")
+    seed: int = 0
+    output: Path = Field(Path("runs/bridge/model"), description="where the bridged model is written")
+    device: str = "auto"
+    progress: bool = True
+
+
+def load_bridge_config(path: str | Path, overrides: list[str] | None = None) -> BridgeConfig:
+    """Read a bridge YAML file (relative paths resolve against its folder) with ``a.b=c`` overrides."""
+    path = Path(path)
+    data = apply_overrides(read_yaml(path), overrides or [])
+    try:
+        config = BridgeConfig.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise ConfigError(f"{path}: invalid bridge config: " + format_validation_error(exc, BridgeConfig)) from None
+    folder = path.parent
+    config.base, config.leaf = (folder / config.base).resolve(), (folder / config.leaf).resolve()
+    config.pools = {m: (folder / p).resolve() for m, p in config.pools.items()}
+    config.output = config.output.expanduser().resolve()
+    return config
+
+
+def _pool(model: GramxModel, manifest: Path, name: str, progress: bool) -> torch.Tensor:
+    emb = model.embed_manifest(manifest, modalities=[name], progress=progress)
+    feats = emb.feats[name][emb.masks[name]]
+    if feats.shape[0] == 0:
+        raise GramxError(f"{manifest}: no row has a {name!r} value for the {name} pool")
+    return feats
+
+
+def bridge_spaces(config: BridgeConfig) -> Path:
+    """Learn a projector from B's space into A's on unpaired pools; write the joined model."""
+    device = resolve_device(config.device)
+    base, leaf = load_model(config.base, device=device), load_model(config.leaf, device=device)
+    shared = config.shared
+    for model, role in ((base, "base"), (leaf, "leaf")):
+        if shared not in model.names:
+            raise ConfigError(f"the {role} model has no {shared!r} modality; it has {', '.join(model.names)}")
+    added = [n for n in leaf.names if n != shared]
+    clash = sorted(set(added) & set(base.names))
+    if clash:
+        raise ConfigError(f"both spaces have modality {clash[0]!r}; a bridge adds the leaf's modalities the base lacks")
+    needed = [shared, *added]
+    missing = [m for m in needed if m not in config.pools]
+    if missing:
+        raise ConfigError(f"pools: missing a pool for {missing}", hint="pools need the shared and the leaf's modalities")
+
+    progress = config.progress
+    pools = BridgePools(
+        shared_a=_pool(base, config.pools[shared], shared, progress),
+        shared_b=_pool(leaf, config.pools[shared], shared, progress),
+        a_pools={m: _pool(base, p, m, progress) for m, p in config.pools.items() if m in base.names and m != shared},
+        b_pools={m: _pool(leaf, config.pools[m], m, progress) for m in added},
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+    tuples = pseudo_tuples(pools, shared, tau=config.tau, noise=config.noise, generator=generator)
+    torch.manual_seed(config.seed)
+    projector = Projector(leaf.dim, base.dim, config.projector.hidden, config.projector.depth)
+    losses = fit_projector(tuples, projector, steps=config.steps, batch_size=config.batch_size, lr=config.lr,
+                           temperature=config.temperature, intra_weight=config.intra_weight, seed=config.seed,
+                           progress=progress)
+
+    joined = base.config.model_copy(deep=True)
+    for name in added:
+        spec = copy.deepcopy(leaf.config.modalities[name])
+        spec.bridge = projector.config()
+        joined.modalities[name] = spec
+    joined.lineage.append({
+        "operation": "bridge", "base": str(config.base), "leaf": str(config.leaf), "shared": shared,
+        "added": added, "pseudo_tuples": len(tuples), "steps": config.steps, "final_loss": losses[-1],
+    })
+    model = GramxModel(joined, {**base.modality_configs, **{n: leaf.modality_configs[n] for n in added}})
+    state = {k: v.cpu() for k, v in base.state_dict().items()}
+    for name in added:
+        for part in ("encoders", "heads"):
+            for key, value in getattr(leaf, part)[name].state_dict().items():
+                state[f"{part}.{name}.{key}"] = value.cpu()
+        for key, value in projector.state_dict().items():
+            state[f"bridges.{name}.{key}"] = value
+    model.load_state_dict(state, strict=True)
+    return model.save_pretrained(config.output, training={**joined.training, "bridge": config.model_dump(mode="json")})
