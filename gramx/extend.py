@@ -113,17 +113,20 @@ class BridgeConfig(_Section):
 
 
 def load_bridge_config(path: str | Path, overrides: list[str] | None = None) -> BridgeConfig:
-    """Read a bridge YAML file (relative paths resolve against its folder) with ``a.b=c`` overrides."""
+    """Read a bridge YAML file with ``a.b=c`` overrides.
+
+    Pool manifests resolve against the file's folder; ``base``, ``leaf`` and ``output``
+    (model directories, like a run's ``output.dir``) against the working directory.
+    """
     path = Path(path)
     data = apply_overrides(read_yaml(path), overrides or [])
     try:
         config = BridgeConfig.model_validate(data)
     except pydantic.ValidationError as exc:
         raise ConfigError(f"{path}: invalid bridge config: " + format_validation_error(exc, BridgeConfig)) from None
-    folder = path.parent
-    config.base, config.leaf = (folder / config.base).resolve(), (folder / config.leaf).resolve()
-    config.pools = {m: (folder / p).resolve() for m, p in config.pools.items()}
-    config.output = config.output.expanduser().resolve()
+    # pools are inputs beside the file; models and output belong to runs in the working folder
+    config.pools = {m: (path.parent / p).resolve() for m, p in config.pools.items()}
+    config.base, config.leaf, config.output = (p.expanduser().resolve() for p in (config.base, config.leaf, config.output))
     return config
 
 
