@@ -29,8 +29,17 @@ EXPECTED = {
 }
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small matrices: one thread avoids OpenMP waits on a busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
-def msrvtt():
+def msrvtt(one_thread):
     spec = importlib.util.spec_from_file_location("msrvtt_reproduce", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
@@ -74,12 +83,20 @@ def test_script_reads_the_same_table_from_source_md(msrvtt):
         assert [float(c) for c in cells] == [float(x) for x in EXPECTED[key]]
 
 
-def test_script_passes_and_its_check_catches_a_difference(msrvtt, rows, capsys):
+def test_script_passes_and_its_check_catches_a_difference(msrvtt, rows, capsys, monkeypatch):
     assert msrvtt.mismatches(list(rows.values()), msrvtt.expected_rows()) == []
     published = msrvtt.expected_rows()
     key = (99, "volume(t, v, a, s), video->text")
     published[key] = ["37.8"] + published[key][1:]  # the tie rule in the query's favour
     problems = msrvtt.mismatches(list(rows.values()), published)
     assert len(problems) == 1 and "R@1 37.3 != 37.8" in problems[0]
+    # main() on the rows computed above (recomputing them would double this file's run time)
+    monkeypatch.setattr(msrvtt, "evaluate_step", lambda step, data: [r for r in rows.values() if r.step == step])
     assert msrvtt.main([]) == 0
     assert "all 8 rows" in capsys.readouterr().out
+    rows[key].values["R@5"] += 0.1  # a different number makes the script fail
+    try:
+        assert msrvtt.main([]) == 1
+    finally:
+        rows[key].values["R@5"] -= 0.1
+    assert "DIFFERS" in capsys.readouterr().out
