@@ -14,7 +14,6 @@ Both write an ordinary model directory whose ``config.json`` records its lineage
 from __future__ import annotations
 
 import copy
-import logging
 from functools import partial
 from pathlib import Path
 
@@ -29,8 +28,6 @@ from gramx.model import GramxModel, ModalitySpec, _plugin_info, load_model, reso
 
 __all__ = ["grow_model", "add_modalities", "BridgeConfig", "load_bridge_config", "bridge_spaces"]
 
-log = logging.getLogger("gramx.extend")
-
 
 def _freeze(model: GramxModel, names: list[str]) -> None:
     for group in (model.encoders, model.heads, model.bridges):
@@ -40,7 +37,11 @@ def _freeze(model: GramxModel, names: list[str]) -> None:
 
 
 def grow_model(base_dir: str | Path, run: RunConfig) -> GramxModel:
-    """The base model plus ``run``'s new modalities, with every base part frozen."""
+    """The base model plus ``run``'s new modalities, with every base part frozen.
+
+    Modalities the base model already has keep the base model's options and weights; the
+    run file lists them only so that the loss trains the new ones against them.
+    """
     from gramx import __version__
 
     base = load_model(base_dir)
@@ -50,9 +51,6 @@ def grow_model(base_dir: str | Path, run: RunConfig) -> GramxModel:
     new = sorted(n for n in run.modalities if n not in base.names)
     if not new:
         raise ConfigError(f"the run adds no modality: the base model already has {', '.join(base.names)}")
-    for name in sorted(set(run.modalities) & set(base.names)):
-        if run.modalities[name].plugin_config != base.modality_configs[name]:
-            log.warning("modality %r: the run's options are ignored; the base model's are kept", name)
     config = base.config.model_copy(deep=True)
     config.gramx_version = __version__
     for name in new:
