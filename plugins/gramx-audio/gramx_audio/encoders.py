@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -28,7 +30,7 @@ class AudioCNN(nn.Module):
 
     def __init__(
         self,
-        channels: list[int] = (16, 32, 64, 128, 256),
+        channels: Sequence[int] = (16, 32, 64, 128, 256),
         dropout: float = 0.1,
         freq_mask: int = 8,
         time_mask: int = 10,

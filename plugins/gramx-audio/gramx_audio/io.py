@@ -38,6 +38,8 @@ def read_audio(value: str | os.PathLike) -> tuple[np.ndarray, int]:
     Raises :class:`gramx.LoadError` naming the file when it is missing, cannot be decoded,
     is truncated, holds no samples or holds non-finite samples.
     """
+    if not isinstance(value, str | os.PathLike):
+        raise LoadError(repr(value), f"expected an audio file path, got {type(value).__name__}")
     path = Path(value)
     if not path.exists():
         raise LoadError(path, "file not found")

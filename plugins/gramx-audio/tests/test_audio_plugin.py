@@ -94,6 +94,8 @@ def test_bad_input_messages(files, tmp_path):
         load_audio(files["no_samples.wav"], cfg)
     with pytest.raises(gramx.LoadError, match="cannot decode"):
         load_audio(files["garbage.wav"], cfg)
+    with pytest.raises(gramx.LoadError, match="expected an audio file path, got int"):
+        load_audio(42, cfg)
 
 
 def test_stereo_is_mixed_to_mono(tmp_path):

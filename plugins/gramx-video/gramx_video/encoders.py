@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +28,7 @@ class FrameCNN(nn.Module):
     per picture.
     """
 
-    def __init__(self, channels: list[int] = (16, 32, 64, 128, 256), dropout: float = 0.1):
+    def __init__(self, channels: Sequence[int] = (16, 32, 64, 128, 256), dropout: float = 0.1):
         super().__init__()
         layers = _conv(3, channels[0], stride=2)
         for cin, cout in zip(channels, channels[1:]):

@@ -17,6 +17,8 @@ __all__ = ["read_image", "read_video"]
 
 
 def _existing(value: str | os.PathLike) -> Path:
+    if not isinstance(value, str | os.PathLike):
+        raise LoadError(repr(value), f"expected a file path, got {type(value).__name__}")
     path = Path(value)
     if not path.exists():
         raise LoadError(path, "file not found")

@@ -82,6 +82,8 @@ def test_bad_input_messages(images, tmp_path):
     for value, problem in cases.items():
         with pytest.raises(gramx.LoadError, match=problem):
             load_image(value, cfg)
+    with pytest.raises(gramx.LoadError, match="expected a file path, got dict"):
+        load_image({"path": "a.jpg"}, cfg)
 
 
 def test_every_mode_becomes_rgb(images):
