@@ -138,7 +138,9 @@ def parse(argv=None):
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     if args.quick and not args.probe:
-        args.batch, args.reps = 128, 10
+        for key, value in {"batch": 128, "reps": 10}.items():  # options given explicitly win
+            if getattr(args, key) == p.get_default(key):
+                setattr(args, key, value)
     return args
 
 

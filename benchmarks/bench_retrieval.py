@@ -228,7 +228,10 @@ def parse(argv=None):
         torch.set_num_threads(args.threads)
     if args.quick and not args.probe:
         # memory: Nc spanning 2 and 4 blocks of 200 queries, so that both reach the steady state
-        args.nq, args.nc, args.reps, args.naive_slice, args.memory_nc = 200, 4000, 3, 200, [28000, 56000]
+        quick = {"nq": 200, "nc": 4000, "reps": 3, "naive_slice": 200, "memory_nc": [28000, 56000]}
+        for key, value in quick.items():  # options given explicitly win
+            if getattr(args, key) == p.get_default(key):
+                setattr(args, key, value)
     return args
 
 
