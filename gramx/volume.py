@@ -7,8 +7,9 @@ gradients for degenerate tuples (identical or collinear vectors).
 
 For retrieval of a query ``q`` against a candidate tuple ``C`` (m vectors) the volume
 factorises: ``vol(q, C) = vol(C) * |q - U U^T q|`` where ``U`` is an orthonormal basis of
-``C``'s span, so scoring ``Nq`` queries against ``Nc`` candidates is one matrix product
-``q @ U^T`` per chunk of candidates and never forms ``[Nq, Nc, m+1, m+1]`` Gram matrices.
+``C``'s span, so scoring ``Nq`` queries against ``Nc`` candidates takes one matrix product
+``U_i q^T`` per basis vector and chunk of candidates, and never forms ``[Nq, Nc, m+1, m+1]``
+Gram matrices. :class:`VolumeIndex` keeps the bases, to score many query batches.
 
 All functions compute in float32 (float64 for float64 inputs), also under autocast.
 """
@@ -267,7 +268,7 @@ class VolumeIndex:
             starts = range(0, len(self), step)
             if _tracks_grad(q, self.basis, self.volume):
                 chunks = [self._chunk_volumes(q, q_norm2, s, min(s + step, len(self)), True) for s in starts]
-                return torch.cat(chunks, dim=0).T if chunks else q.new_empty(q.shape[0], 0)
+                return torch.cat(chunks, dim=0).T.contiguous() if chunks else q.new_empty(q.shape[0], 0)
             out = q.new_empty(q.shape[0], len(self))
             for s in starts:
                 out[:, s : s + step] = self._chunk_volumes(q, q_norm2, s, min(s + step, len(self)), False).T
