@@ -25,6 +25,7 @@ def _oriented(scores, higher_is_better: bool, positives) -> tuple[torch.Tensor, 
     if s.dim() != 2:
         raise ValueError(f"scores must be [Nq, Nc], got shape {tuple(s.shape)}")
     s = s if higher_is_better else -s
+    s = s.nan_to_num(nan=float("-inf"))  # a broken (NaN) score is the worst score, never a hit
     if positives is None:
         if s.shape[0] > s.shape[1]:
             raise ValueError(f"diagonal ground truth needs Nq <= Nc, got {tuple(s.shape)}; pass positives=")

@@ -122,7 +122,6 @@ def test_metrics_agree_with_a_brute_force_rank_count():
     assert ranks(scores).tolist() == brute
 
 
-@pytest.mark.xfail(strict=True, reason="evaluate.ranks: a NaN score on the true candidate gives rank 1")
 def test_nan_score_on_the_positive_is_not_a_hit():
     scores = torch.tensor([[float("nan"), 0.1, 0.2], [0.3, 0.1, 0.2], [0.3, 0.2, 0.1]])
     assert ranks(scores)[0] > 1
