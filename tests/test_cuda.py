@@ -71,3 +71,22 @@ def test_gram_loss_forward_backward_on_cuda_equals_cpu():
     torch.testing.assert_close(gpu_loss, cpu_loss, rtol=1e-5, atol=1e-6)
     for m in feats:
         torch.testing.assert_close(gpu_grads[m], cpu_grads[m], rtol=1e-4, atol=1e-6)
+
+
+def test_digits_training_on_cuda_with_bf16_beats_chance(tmp_path):
+    from pathlib import Path
+
+    from gramx.config import load_config
+    from gramx.evaluate import evaluate
+    from gramx.model import load_model
+    from gramx.train import train
+
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    config = load_config(examples / "digits.yaml", [
+        "device=cuda", "optim.amp=bf16", "optim.epochs=2", "data.val=null", "eval.metrics=[retrieval]",
+        f"output.dir={tmp_path / 'run'}", "logging.progress=false", "logging.tensorboard=false",
+    ])
+    model_dir = train(config)
+    report = evaluate(load_model(model_dir, device="cuda"), examples / "data/digits/test.jsonl",
+                      parts=("retrieval",))
+    assert report["retrieval"]["audio->image"]["R@1"] > 30  # chance: 10
