@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -123,12 +124,15 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, fixture_p
     data["modalities"]["vector"] = {"options": {"delay": 0.04}}  # slow enough to be killed mid-run
     data["modalities"]["point"] = {"head": {"hidden": 8, "dropout": 0.2}}  # dropout uses the RNG
     data["data"]["workers"] = 1
-    reference = train(parse_config({**data, "output": {**data["output"], "dir": str(tmp_path / "ref")}}, tmp_path))
-
     run_file = tmp_path / "run.yaml"
     run_file.write_text(yaml.safe_dump(data))
     cmd = [sys.executable, "-c", BOOT, "train", str(run_file)]
     proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # the uninterrupted reference trains in a thread of this process meanwhile
+    reference_config = parse_config({**data, "output": {**data["output"], "dir": str(tmp_path / "ref")}}, tmp_path)
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(model=train(reference_config)))
+    thread.start()
     run_dir = tmp_path / "run"
     deadline = time.monotonic() + 240
     try:
@@ -146,6 +150,8 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, fixture_p
     state = json.loads((latest_checkpoint(run_dir) / "state.json").read_text())
     assert state["epoch"] == 1 and 0 < state["micro"] < 10  # killed mid-epoch
 
+    thread.join()
+    reference = result["model"]
     resumed = subprocess.run(cmd + ["--resume"], env=subprocess_env(), capture_output=True, text=True, timeout=240)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stderr
