@@ -103,6 +103,12 @@ class LossConfig(_Section):
     temperature: float = Field(0.07, gt=0, description="initial temperature (trained)")
     learn_temperature: bool = True
     label_smoothing: float | None = Field(None, ge=0, lt=1, description="None: the loss's default")
+    pairwise_weight: float | None = Field(
+        None, ge=0, description="weight of a pairwise InfoNCE term added to the GRAM loss (to the anchor; all "
+        "pairs for anchor 'all'). The volume cannot tell a vector from its negative, so GRAM alone may align "
+        "a modality pointing away from the others; this term fixes the sign that cosine retrieval and "
+        "zero-shot rely on. None = off"
+    )
     dam_weight: float | None = Field(None, ge=0, description="weight of data-anchor matching; None = off")
     dam_hidden: int = Field(256, ge=1, description="hidden width of the DAM head")
 

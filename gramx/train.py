@@ -67,20 +67,24 @@ _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
 class Objective(nn.Module):
-    """The contrastive loss (with its trained temperature) plus optional DAM, summed by weight."""
+    """The contrastive loss (with its trained temperature) plus optional extra terms, summed by weight.
 
-    def __init__(self, contrastive: nn.Module, dam: nn.Module | None = None, dam_weight: float = 0.0):
+    ``extras`` maps a term's name (``pairwise``, ``dam``) to ``(module, weight)``; each term is
+    logged by name.
+    """
+
+    def __init__(self, contrastive: nn.Module, extras: dict[str, tuple[nn.Module, float]] | None = None):
         super().__init__()
         self.contrastive = contrastive
-        self.dam = dam
-        self.dam_weight = dam_weight
+        self.extras = nn.ModuleDict({name: module for name, (module, _) in (extras or {}).items()})
+        self.weights = {name: weight for name, (_, weight) in (extras or {}).items()}
 
     def forward(self, feats, masks) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         parts = {"contrastive": self.contrastive(feats, masks)}
         total = parts["contrastive"]
-        if self.dam is not None:
-            parts["dam"] = self.dam(feats, masks)
-            total = total + self.dam_weight * parts["dam"]
+        for name, term in self.extras.items():
+            parts[name] = term(feats, masks)
+            total = total + self.weights[name] * parts[name]
         return total, parts
 
     @property
@@ -99,10 +103,14 @@ def build_objective(config: RunConfig) -> Objective:
         loss = PairwiseInfoNCE(anchor=cfg.anchor, temperature=temperature, **extra)
     else:
         loss = PairwiseInfoNCE(anchor=None, temperature=temperature, **extra)
-    dam = None
+    extras = {}
+    if cfg.pairwise_weight:
+        anchor = None if cfg.anchor == "all" else cfg.anchor
+        extras["pairwise"] = (PairwiseInfoNCE(anchor=anchor, temperature=cfg.temperature), cfg.pairwise_weight)
     if cfg.dam_weight:
         dam = DataAnchorMatching(sorted(config.modalities), config.dim, anchor=cfg.anchor, hidden=cfg.dam_hidden)
-    return Objective(loss, dam, cfg.dam_weight or 0.0)
+        extras["dam"] = (dam, cfg.dam_weight)
+    return Objective(loss, extras)
 
 
 def describe_loss(config: RunConfig) -> str:
@@ -110,6 +118,8 @@ def describe_loss(config: RunConfig) -> str:
     text = {"gram": f"the GRAM volume loss (anchor {cfg.anchor})",
             "pairwise": f"pairwise InfoNCE (anchor {cfg.anchor})",
             "pairwise_all": "pairwise InfoNCE over all pairs"}[cfg.type]
+    if cfg.pairwise_weight:
+        text += f" + {cfg.pairwise_weight} x pairwise InfoNCE"
     return text + (f" + {cfg.dam_weight} x DAM" if cfg.dam_weight else "")
 
 

@@ -60,7 +60,8 @@ def test_training_is_deterministic_and_logs(tmp_path, fixture_plugins):
 
 
 @pytest.mark.parametrize(
-    "loss", [{"type": "pairwise", "anchor": "text"}, {"type": "pairwise_all"}, {"type": "gram", "anchor": "all"}]
+    "loss", [{"type": "pairwise", "anchor": "text"}, {"type": "pairwise_all"}, {"type": "gram", "anchor": "all"},
+             {"type": "gram", "anchor": "text", "pairwise_weight": 0.5}]
 )
 def test_loss_variants_train(tmp_path, fixture_plugins, loss):
     data = run_config(tmp_path, loss=loss, optim={"max_steps": 2})
@@ -159,3 +160,21 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, fixture_p
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
              if "loss" in json.loads(line)]
     assert steps == list(range(1, 21))  # records after the checkpoint are not duplicated
+
+
+def test_pairwise_term_fixes_the_sign_the_volume_cannot_see(tmp_path, fixture_plugins):
+    from gramx.train import build_objective
+
+    g = torch.Generator().manual_seed(0)
+    text = torch.nn.functional.normalize(torch.randn(16, 8, generator=g), dim=-1)
+    noisy = lambda: torch.nn.functional.normalize(text + 0.1 * torch.randn(16, 8, generator=g), dim=-1)
+    aligned = {"text": text, "vector": noisy(), "point": noisy()}
+    flipped = {**aligned, "point": -aligned["point"]}
+    data = run_config(tmp_path, loss={"type": "gram", "anchor": "text"})
+    gram_only = build_objective(parse_config(data, tmp_path))
+    assert torch.allclose(gram_only(aligned, None)[0], gram_only(flipped, None)[0])
+    data["loss"]["pairwise_weight"] = 0.5
+    with_sign = build_objective(parse_config(data, tmp_path))
+    total, parts = with_sign(flipped, None)
+    assert set(parts) == {"contrastive", "pairwise"}
+    assert with_sign(aligned, None)[0] < total - 1.0
