@@ -1,0 +1,93 @@
+"""The ``gramx demo`` command: runs the chosen stages, then writes ``report.md``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import shlex
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gramx_demo.common import EXAMPLES, Timings, default_data_dir, format_table, say
+
+__all__ = ["run_demo"]
+
+
+def _quiet_libraries() -> None:
+    """Keep the terminal to the demo's own lines and progress bars."""
+    logging.getLogger("gramx").setLevel(logging.WARNING)
+    for name in ("transformers", "huggingface_hub"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - gramx-text depends on transformers
+        pass
+    warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from gramx.evaluate import read_classes
+
+    started = time.perf_counter(), time.process_time()
+    torch.set_num_threads(max(1, args.threads))
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    _quiet_libraries()
+    out: Path = args.output.expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    stages = ("digits", "media", "shapes") if args.stage == "all" else (args.stage,)
+    timings = Timings()
+    progress = not args.no_progress
+    say(f"gramx demo: stage(s) {', '.join(stages)}; report in {out}"
+        + (" (quick run: data subsets, few steps)" if args.quick else ""))
+
+    digits = media = shapes = opts = None
+    if "digits" in stages:
+        from gramx_demo.digits import DigitsOptions, run_digits
+
+        classes_file = args.classes or EXAMPLES / "classes-digits.txt"
+        opts = DigitsOptions(
+            out=out, data=(args.data or default_data_dir()).resolve(), classes=read_classes(classes_file),
+            template=args.template, epochs=args.epochs or (3 if args.quick else 5), seed=args.seed,
+            quick=args.quick, glyph=False if args.no_glyph else None, progress=progress, map_method=args.map,
+        )
+        say("\n=== stage 1: digits (GRAM vs pairwise) ===")
+        digits = run_digits(opts, timings)
+    if "media" in stages:
+        from gramx_demo.media import run_media
+
+        say("\n=== stage 2: clips (video + audio + subtitles + text) ===")
+        media = run_media(out, (args.data or default_data_dir()).resolve(), timings, clips=args.clips,
+                          queries=args.query or ["seven", "two"], quick=args.quick, seed=args.seed,
+                          progress=progress)
+    if "shapes" in stages:
+        from gramx_demo.shapes import run_shapes
+
+        say("\n=== stage 3: 3-D shapes (depth + point cloud + text) ===")
+        shapes = run_shapes(out, timings, quick=args.quick, seed=args.seed, progress=progress)
+
+    command = "gramx demo " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["demo"] else "gramx demo"
+    wall = time.perf_counter() - started[0]
+    cpu = time.process_time() - started[1]
+    timings.steps["total (whole command)"] = (wall, cpu)
+    with_total = Timings({k: v for k, v in timings.steps.items() if k != "total (whole command)"})
+    with_total.steps["other (imports, set-up)"] = (wall - with_total.total()[0], cpu - with_total.total()[1])
+    from gramx_demo.report import write_report
+
+    report = write_report(out, with_total, opts=opts, digits=digits, media=media, shapes=shapes,
+                          command=command.strip())
+    say("\nTiming (wall s / CPU s of this process)")
+    say(format_table([[k, f"{w:.1f}", f"{c:.1f}"] for k, (w, c) in timings.steps.items()],
+                     ["step", "wall s", "CPU s"]))
+    say(f"\nreport: {report}")
+    return 0
