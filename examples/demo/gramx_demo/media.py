@@ -135,6 +135,7 @@ def run_media(out: Path, data: Path, timings: Timings, clips: int = 200, queries
             search_header = ["rank", "clip", "digit", "volume", "correct"]
             say(f"\nsearch \"{query}\" with the {label} model (text vs (video, audio, subtitles) tuples, by volume):")
             say(format_table(rows, search_header))
-            searches.append((f"{query}\" ({label} model)\"".rstrip('"'), rows, search_header))
+            searches.append((query, label, rows, search_header))
     return {"clips": clips, "spec": "2 s, 10 fps, 96x96", "loss": "GRAM and pairwise, " + f"{epochs} epochs each",
-            "table": (table_rows, header), "searches": searches}
+            "table": (table_rows, header), "searches": searches,
+            "reports": {label: r[2] for label, r in results.items()}}

@@ -146,8 +146,8 @@ def _media_section(result, out: Path) -> list[str]:
         "volume of the query with its (video, audio, subtitles) tuple; smaller = better):",
         "",
     ]
-    for query, rows, header in result["searches"]:
-        lines += [f"Query: **\"{query}\"**", "", markdown_table(rows, header), ""]
+    for query, model, rows, header in result["searches"]:
+        lines += [f"Query **\"{query}\"**, {model} model:", "", markdown_table(rows, header), ""]
     return lines
 
 

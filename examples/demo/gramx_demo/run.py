@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import random
 import shlex
@@ -17,6 +18,25 @@ import torch
 from gramx_demo.common import EXAMPLES, Timings, default_data_dir, format_table, say
 
 __all__ = ["run_demo"]
+
+
+def _write_results(out: Path, timings: Timings, digits, media, shapes) -> Path:
+    """``results.json``: every metric of the run, for scripts and tests."""
+    results: dict = {"timings": {k: {"wall_s": round(w, 2), "cpu_s": round(c, 2)} for k, (w, c) in timings.steps.items()}}
+    if digits is not None:
+        results["digits"] = {
+            "modalities": digits.modalities, "train_tuples": digits.train_rows, "test_tuples": digits.test_rows,
+            "steps": digits.steps, "config": digits.config,
+            "models": {m: {**a.report, "nway_cosine": a.nway_cosine} for m, a in digits.analyses.items()},
+            "figures": {k: str(v.relative_to(out)) for k, v in digits.figures.items()},
+        }
+    if media is not None:
+        results["media"] = {"clips": media["clips"], "models": media["reports"]}
+    if shapes is not None:
+        results["shapes"] = {"train": shapes["train"], "test": shapes["test"], "models": shapes["reports"]}
+    path = out / "results.json"
+    path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return path
 
 
 def _quiet_libraries() -> None:
@@ -86,6 +106,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     report = write_report(out, with_total, opts=opts, digits=digits, media=media, shapes=shapes,
                           command=command.strip())
+    _write_results(out, with_total, digits, media, shapes)
     say("\nTiming (wall s / CPU s of this process)")
     say(format_table([[k, f"{w:.1f}", f"{c:.1f}"] for k, (w, c) in timings.steps.items()],
                      ["step", "wall s", "CPU s"]))

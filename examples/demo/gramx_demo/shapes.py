@@ -34,13 +34,13 @@ def run_shapes(out: Path, timings: Timings, quick: bool = False, seed: int = 0, 
     from gramx_pointcloud.shapes import generate
 
     work = out / "work" / "shapes"
-    per_class = 10 if quick else 25
+    per_class = 10 if quick else 60
     with timings("shapes: generate"):
         counts = generate(work / "data", per_class=per_class, seed=seed, num_points=512, depth_size=32)
     say(f"generated {counts['train']} train + {counts['test']} test shapes of {counts['classes']} classes "
         f"with gramx-shapes (depth 32x32, 512-point clouds)")
     classes = read_classes(work / "data" / "classes.txt")
-    epochs = 6 if quick else 20
+    epochs = 6 if quick else 12
     reports = {}
     for label, loss in LOSSES.items():
         say(f"training the {label} model on depth + point cloud + text ({epochs} epochs) ...")
@@ -62,4 +62,4 @@ def run_shapes(out: Path, timings: Timings, quick: bool = False, seed: int = 0, 
     say(f"\nShapes: class-level retrieval on the test split (percent; chance about {100 / len(classes):.0f})")
     say(format_table(rows, header))
     return {"train": counts["train"], "test": counts["test"], "classes": counts["classes"],
-            "loss": f"GRAM and pairwise, {epochs} epochs each", "table": (rows, header)}
+            "loss": f"GRAM and pairwise, {epochs} epochs each", "table": (rows, header), "reports": reports}

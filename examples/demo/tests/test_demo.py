@@ -1,0 +1,114 @@
+"""`gramx demo --quick` end to end, and the clip builder (MP4 + SRT) on its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import av
+import numpy as np
+import pytest
+import soundfile as sf
+
+from gramx_demo.clips import ClipSpec, extract_audio, read_clip, write_clip, write_srt
+from gramx_demo.common import default_data_dir
+
+DATA = default_data_dir()
+PHOTO = DATA / "image" / "0_img_5266.jpg"
+RECORDING = DATA / "audio" / "0_nicolas_24.flac"
+
+
+def test_demo_command_is_registered():
+    from gramx.cli import build_parser
+
+    args = build_parser().parse_args(["demo", "--quick", "-o", "somewhere"])
+    assert args.quick and args.stage == "digits" and callable(args.func)
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory):
+    """One `gramx demo --quick` run, in its own process (it sets torch's thread count)."""
+    out = tmp_path_factory.mktemp("demo") / "report"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "gramx", "demo", "--quick", "--no-progress", "--map", "pca", "-o", str(out)],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, proc.stdout, time.perf_counter() - started
+
+
+def test_quick_demo_writes_report_and_figures(quick_report):
+    out, stdout, _ = quick_report
+    report = (out / "report.md").read_text()
+    for name in ("training-curves", "embedding-map", "volume-histograms", "zeroshot"):
+        png = out / "figures" / f"{name}.png"
+        assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"figures/{name}.png" in report  # embedded in report.md
+    for heading in ("Zero-shot classification", "Class-level retrieval", "N-way retrieval", "Timing"):
+        assert heading in report
+        assert heading in stdout
+
+
+def test_quick_demo_metrics_far_above_chance(quick_report):
+    out, _, _ = quick_report
+    results = json.loads((out / "results.json").read_text())
+    digits = results["digits"]
+    assert {"audio", "image", "text"} <= set(digits["modalities"])
+    pairwise, gram = digits["models"]["pairwise"], digits["models"]["GRAM"]
+    # chance is 10% for zero-shot and P@1 (ten balanced classes)
+    assert pairwise["zeroshot"]["audio"] > 30
+    assert pairwise["zeroshot"]["image"] > 30
+    assert pairwise["retrieval"]["text->image"]["R@1"] > 40
+    others = ",".join(sorted(n for n in digits["modalities"] if n != "text"))
+    assert pairwise["nway"][f"text->({others})"]["R@1"] > 40
+    # both models are evaluated on the same pairs, with cosine-sum n-way scores next to volume ones
+    assert set(gram["retrieval"]) == set(pairwise["retrieval"])
+    assert set(gram["nway_cosine"]) == set(gram["nway"])
+    for m in (pairwise, gram):
+        for metrics in m["retrieval"].values():
+            assert 0 <= metrics["mAP"] <= 100
+
+
+def test_quick_demo_is_quick(quick_report):
+    _, _, seconds = quick_report
+    assert seconds < 300, f"the quick demo took {seconds:.0f} s"
+
+
+def test_clip_decodes_to_frames_and_audio(tmp_path):
+    spec = ClipSpec(seconds=1.0, fps=8, size=64)
+    clip = write_clip(PHOTO, RECORDING, tmp_path / "clip.mp4", spec)
+    with av.open(str(clip)) as container:
+        assert container.streams.video[0].codec_context.name == "h264"
+        assert container.streams.audio[0].codec_context.name == "aac"
+    frames, audio, rate = read_clip(clip)
+    assert frames.shape == (spec.frames, 64, 64, 3) and frames.dtype == np.uint8
+    assert not np.array_equal(frames[0], frames[-1])  # the zoom moves
+    assert rate == spec.audio_rate
+    assert abs(len(audio) / rate - spec.seconds) < 0.2
+    source, source_rate = sf.read(RECORDING, dtype="float32")
+    assert np.abs(audio).max() > 0.3 * np.abs(source).max()  # the recording is in the track
+    wav = extract_audio(clip, tmp_path / "clip.wav")
+    decoded, wav_rate = sf.read(wav, dtype="float32")
+    assert wav_rate == rate and abs(len(decoded) - len(audio)) <= 1
+
+
+def test_clip_loads_with_the_video_plugin(tmp_path):
+    from gramx_video import VideoConfig, load_video
+
+    clip = write_clip(PHOTO, RECORDING, tmp_path / "clip.mp4", ClipSpec(seconds=1.0, fps=8, size=64))
+    video = load_video(clip, VideoConfig(size=32, num_frames=4))
+    assert tuple(video.shape) == (4, 3, 32, 32)
+
+
+def test_srt_parses(tmp_path):
+    from gramx_subtitles import SubtitlesConfig, load_subtitles, read_cues
+
+    srt = write_srt(tmp_path / "clip.srt", "seven", 0.0, 2.0)
+    cues = read_cues(srt)
+    assert len(cues) == 1 and cues[0].start == 0.0 and cues[0].end == 2.0
+    assert load_subtitles(srt, SubtitlesConfig()) == "seven"
