@@ -112,3 +112,26 @@ def test_srt_parses(tmp_path):
     cues = read_cues(srt)
     assert len(cues) == 1 and cues[0].start == 0.0 and cues[0].end == 2.0
     assert load_subtitles(srt, SubtitlesConfig()) == "seven"
+
+
+@pytest.mark.slow
+def test_quick_media_and_shapes_stages(tmp_path):
+    """The clips and 3-D stages end to end on tiny data (about a minute)."""
+    out = tmp_path / "report"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    stdout = {}
+    for stage in ("media", "shapes"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "gramx", "demo", "--stage", stage, "--quick", "--no-progress", "-o", str(out)],
+            capture_output=True, text=True, env=env, timeout=600,
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        stdout[stage] = proc.stdout
+        results = json.loads((out / "results.json").read_text())
+        assert set(results[stage]["models"]) == {"GRAM", "pairwise"}
+        assert results[stage]["models"]["pairwise"]["nway"]  # n-way volume retrieval ran
+    assert 'search "seven" with the GRAM model' in stdout["media"]
+    assert "rank  clip" in stdout["media"]  # a ranked result table
+    assert "3-D shapes" in (out / "report.md").read_text()  # the report of the last stage run
+    clips = sorted((out / "work" / "media" / "clips-test").glob("*.mp4"))
+    assert clips and all(c.with_suffix(".srt").is_file() and c.with_suffix(".wav").is_file() for c in clips)
