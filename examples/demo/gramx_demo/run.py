@@ -63,9 +63,15 @@ def run_demo(args: argparse.Namespace) -> int:
     random.seed(args.seed)
     np.random.seed(args.seed)
     _quiet_libraries()
+    stages = ("digits", "media", "shapes") if args.stage == "all" else (args.stage,)
+    data = (args.data or default_data_dir()).resolve()
+    if {"digits", "media"} & set(stages) and not (data / "train.jsonl").is_file():
+        from gramx.errors import GramxError
+
+        raise GramxError(f"no digits data at {data} (train.jsonl is missing)",
+                         hint="pass --data DIR: the examples/data/digits folder of a gramx checkout")
     out: Path = args.output.expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
-    stages = ("digits", "media", "shapes") if args.stage == "all" else (args.stage,)
     timings = Timings()
     progress = not args.no_progress
     say(f"gramx demo: stage(s) {', '.join(stages)}; report in {out}"
@@ -77,7 +83,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
         classes_file = args.classes or EXAMPLES / "classes-digits.txt"
         opts = DigitsOptions(
-            out=out, data=(args.data or default_data_dir()).resolve(), classes=read_classes(classes_file),
+            out=out, data=data, classes=read_classes(classes_file),
             template=args.template, epochs=args.epochs or (3 if args.quick else 5), seed=args.seed,
             quick=args.quick, glyph=False if args.no_glyph else None, progress=progress, map_method=args.map,
         )
@@ -87,7 +93,7 @@ def run_demo(args: argparse.Namespace) -> int:
         from gramx_demo.media import run_media
 
         say("\n=== stage 2: clips (video + audio + subtitles + text) ===")
-        media = run_media(out, (args.data or default_data_dir()).resolve(), timings, clips=args.clips,
+        media = run_media(out, data, timings, clips=args.clips,
                           queries=args.query or ["seven", "two"], quick=args.quick, seed=args.seed,
                           progress=progress)
     if "shapes" in stages:
