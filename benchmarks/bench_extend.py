@@ -8,7 +8,8 @@ seeds and text pooling). Then:
 - **upper bound**: audio, image and text trained jointly on real tuples (examples/digits.yaml).
 
 Each is scored by class-level audio->image retrieval on the test split (P@1 = R@1 with
-class relevance, and mAP), next to chance (10%). ``--quick`` shrinks every budget (for tests).
+class relevance, and mAP), next to chance (10%). ``--quick`` trains 2 epochs instead of 6 and
+the projector 300 steps (for tests).
 
     python benchmarks/bench_extend.py [--quick] [--out runs/bench-extend]
 """
@@ -35,7 +36,7 @@ def _run(name: str, out: Path, quick: bool, extra: list[str] | None = None) -> l
     overrides = [f"output.dir={out / name}", "logging.progress=false", "logging.tensorboard=false",
                  "eval.metrics=[retrieval]", "data.val=null"]
     if quick:
-        overrides += ["optim.epochs=null", "optim.max_steps=25"]
+        overrides += ["optim.epochs=2"]
     return overrides + (extra or [])
 
 
@@ -67,7 +68,7 @@ def main() -> dict:
         load_config(EXAMPLES / "digits-space-b.yaml", _run("space-b", out, quick))))
     bridge_overrides = [f"base={space_a}", f"leaf={space_b}", f"output={out / 'bridged'}", "progress=false"]
     if quick:
-        bridge_overrides += ["steps=60"]
+        bridge_overrides += ["steps=300"]
     bridged = timed("bridge B into A (unpaired pools)", lambda: bridge_spaces(
         load_bridge_config(EXAMPLES / "bridge-digits.yaml", bridge_overrides)))
     added = timed("add audio to frozen A (paired)", lambda: add_modalities(

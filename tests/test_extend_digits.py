@@ -1,0 +1,19 @@
+"""The extension benchmark on the digits data, shortened: bridged audio finds images far above chance."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bridged_audio_retrieves_images_of_its_class(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_extend.py"), "--quick",
+                             "--out", str(tmp_path)], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())["results"]
+    # chance is 10%; the exact figures of the full run are in BENCHMARKS.md
+    assert results["bridged (no audio-image pairs)"]["P@1"] > 25
+    assert results["added to frozen A (paired)"]["P@1"] > 20
+    assert results["joint training (paired upper bound)"]["P@1"] > 25
