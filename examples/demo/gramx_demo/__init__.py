@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def gramx_register_commands(subparsers):
     parser = subparsers.add_parser(
         "demo", help="train + evaluate GRAM vs pairwise on bundled data and write a report",
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train and evaluate GRAM vs pairwise alignment on bundled data, then write a report.", formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n".join(__doc__.splitlines()[4:10]),
     )
     add_arguments(parser)
