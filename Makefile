@@ -10,9 +10,7 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	rm -rf runs/demo-digits
-	$(VENV)/bin/gramx train examples/digits.yaml --set output.dir=runs/demo-digits --set eval.every=null
-	$(VENV)/bin/gramx eval runs/demo-digits/model examples/data/digits/test.jsonl --classes examples/classes-digits.txt
+	$(VENV)/bin/gramx demo
 
 test: setup
 	$(PY) -m pytest -q
