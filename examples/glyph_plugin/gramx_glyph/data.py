@@ -2,12 +2,14 @@
 
 ``python -m gramx_glyph.data IN.jsonl OUT.jsonl --split train`` writes one ``.npy`` glyph per
 row of ``IN.jsonl`` (chosen by the row's ``label``) into ``glyphs/`` beside ``OUT.jsonl`` and
-adds a ``glyph`` key with its relative path. Glyphs of the ``train`` and ``test`` splits are
+adds a ``glyph`` key with its relative path; other relative file paths are rewritten to stay
+valid from ``OUT.jsonl``'s folder. Glyphs of the ``train`` and ``test`` splits are
 disjoint: per class the first 70% of scikit-learn's glyphs serve ``train``, the rest ``test``.
 """
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +37,9 @@ def add_glyphs(manifest_in: Path, manifest_out: Path, split: str, seed: int = 0)
     glyph_dir.mkdir(parents=True, exist_ok=True)
     rows = [json.loads(line) for line in manifest_in.read_text().splitlines() if line.strip()]
     for n, row in enumerate(rows):
+        for key, value in row.items():  # keep the other columns' relative paths valid
+            if isinstance(value, str) and (manifest_in.parent / value).is_file():
+                row[key] = os.path.relpath(manifest_in.parent / value, manifest_out.parent)
         choices = groups[int(row["label"])]
         path = glyph_dir / f"{split}-{n:05d}.npy"
         np.save(path, choices[rng.integers(len(choices))].astype(np.float32))

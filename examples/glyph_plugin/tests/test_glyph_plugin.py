@@ -41,10 +41,13 @@ def test_glyph_loads_in_unit_range(glyph):
 
 
 def test_add_glyphs_joins_by_label_with_disjoint_splits(tmp_path):
-    rows = [{"id": f"r{i}", "label": i % 10, "text": "x"} for i in range(30)]
-    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert data.add_glyphs(tmp_path / "in.jsonl", tmp_path / "out.jsonl", "train") == 30
+    (tmp_path / "in" / "audio").mkdir(parents=True)
+    (tmp_path / "in" / "audio" / "a.flac").write_bytes(b"")
+    rows = [{"id": f"r{i}", "label": i % 10, "text": "x", "audio": "audio/a.flac"} for i in range(30)]
+    (tmp_path / "in" / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert data.add_glyphs(tmp_path / "in" / "in.jsonl", tmp_path / "out.jsonl", "train") == 30
     out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert {row["audio"] for row in out} == {"in/audio/a.flac"} and out[0]["text"] == "x"
     train, test = data.glyphs_by_class("train"), data.glyphs_by_class("test")
     for row in out:
         grid = np.load(tmp_path / row["glyph"])
