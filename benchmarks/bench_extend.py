@@ -8,7 +8,7 @@ seeds and text pooling). Then:
 - **upper bound**: audio, image and text trained jointly on real tuples (examples/digits.yaml).
 
 Each is scored by class-level audio->image retrieval on the test split (P@1 = R@1 with
-class relevance, and mAP), next to chance (10%). ``--quick`` trains 2 epochs instead of 6 and
+class relevance, and mAP), next to chance (10%). ``--quick`` trains 3 epochs instead of 6 and
 the projector 300 steps (for tests).
 
     python benchmarks/bench_extend.py [--quick] [--out runs/bench-extend]
@@ -36,7 +36,7 @@ def _run(name: str, out: Path, quick: bool, extra: list[str] | None = None) -> l
     overrides = [f"output.dir={out / name}", "logging.progress=false", "logging.tensorboard=false",
                  "eval.metrics=[retrieval]", "data.val=null"]
     if quick:
-        overrides += ["optim.epochs=2"]
+        overrides += ["optim.epochs=3"]
     return overrides + (extra or [])
 
 

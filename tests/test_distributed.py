@@ -43,7 +43,7 @@ def test_two_gloo_processes_match_single_process_gradients(tmp_path, fixture_plu
 
     assert int(multi["rows"]) == 8  # the loss saw the global batch
     assert set(single) == set(multi)
-    assert "objective.contrastive.temperature.log_t" in single and "objective.dam.head.0.weight" in single
+    assert "objective.contrastive.temperature.log_t" in single and "objective.extras.dam.head.0.weight" in single
     for key, grad in single.items():
         assert torch.allclose(grad, multi[key], atol=1e-5, rtol=1e-4), key
 
