@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterable, Sequence
@@ -16,6 +17,8 @@ import torch
 
 __all__ = [
     "EXAMPLES",
+    "LOSSES",
+    "run_name",
     "default_data_dir",
     "Timings",
     "read_jsonl",
@@ -31,6 +34,21 @@ __all__ = [
 
 #: ``examples/`` of the gramx repository (this package lives in ``examples/demo``).
 EXAMPLES = Path(__file__).resolve().parents[2]
+
+
+#: The objectives every stage compares, in training order: label -> the run file's ``loss`` section.
+#: "GRAM + pairwise" adds a 0.5-weighted pairwise InfoNCE term to the volume loss: the volume
+#: alone cannot tell a vector from its negative and is flat at the random start (see report.md).
+LOSSES = {
+    "GRAM": {"type": "gram", "anchor": "text"},
+    "GRAM + pairwise": {"type": "gram", "anchor": "text", "pairwise_weight": 0.5},
+    "pairwise": {"type": "pairwise", "anchor": "text"},
+}
+
+
+def run_name(label: str) -> str:
+    """A folder name for a model label: ``"GRAM + pairwise"`` -> ``"gram-pairwise"``."""
+    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
 
 
 def default_data_dir() -> Path:
@@ -106,12 +124,13 @@ def train_model(config: dict, run_dir: Path, progress: bool = True) -> Path:
 
 
 def read_losses(run_dir: Path) -> tuple[list[int], list[float]]:
-    """Training loss per logged step from a run's ``metrics.jsonl``."""
+    """The main contrastive term of the training loss (without weighted extra terms, so every
+    model's curve is a cross-entropy over the batch) per logged step, from ``metrics.jsonl``."""
     steps, losses = [], []
     for record in read_jsonl(run_dir / "metrics.jsonl"):
         if "loss" in record and "val" not in record:
             steps.append(record["step"])
-            losses.append(record["loss"])
+            losses.append(record.get("contrastive", record["loss"]))
     return steps, losses
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from gramx_demo import plots
 from gramx_demo.common import (
+    LOSSES,
     Analysis,
     Timings,
     absolute_rows,
@@ -16,15 +17,14 @@ from gramx_demo.common import (
     format_table,
     read_jsonl,
     read_losses,
+    run_name,
     say,
     train_model,
     write_jsonl,
 )
 
-__all__ = ["DigitsOptions", "DigitsResult", "run_digits", "run_config", "LOSSES"]
+__all__ = ["DigitsOptions", "DigitsResult", "run_digits", "run_config"]
 
-#: The two objectives compared, in the order they are trained: label -> loss section.
-LOSSES = {"GRAM": {"type": "gram", "anchor": "text"}, "pairwise": {"type": "pairwise", "anchor": "text"}}
 
 
 @dataclass
@@ -152,7 +152,7 @@ def print_tables(result: DigitsResult) -> None:
 
 
 def run_digits(opts: DigitsOptions, timings: Timings) -> DigitsResult:
-    """Train both models, evaluate them on the test split, print the tables, draw the figures."""
+    """Train every model of ``LOSSES``, evaluate them on the test split, print the tables, draw the figures."""
     work = opts.out / "work" / "digits"
     glyph = glyph_available() if opts.glyph is None else opts.glyph
     with timings("digits: prepare manifests"):
@@ -163,16 +163,17 @@ def run_digits(opts: DigitsOptions, timings: Timings) -> DigitsResult:
     result = DigitsResult(names, train_rows, test_rows, steps_per_epoch * opts.epochs)
     say(f"digits: {train_rows} training and {test_rows} test tuples of {', '.join(names)}"
         + ("" if glyph else " (install examples/glyph_plugin to add handwritten glyphs)"))
+    from gramx.config import parse_config
     from gramx.model import load_model
+    from gramx.train import describe_loss
 
     models = {}
     for i, (label, loss) in enumerate(LOSSES.items(), start=1):
         config = run_config(train, loss, opts, glyph)
         result.config = config
         say(f"\n[{i}/{len(LOSSES)}] training the {label} model: {result.steps} steps of {opts.batch_size} tuples "
-            f"({opts.epochs} epochs), loss = {'GRAM volume' if loss['type'] == 'gram' else 'pairwise InfoNCE'}, "
-            f"anchor = text")
-        run_dir = work / "runs" / label.lower()
+            f"({opts.epochs} epochs), loss = {describe_loss(parse_config(config, plugins=False))}")
+        run_dir = work / "runs" / run_name(label)
         with timings(f"digits: train {label}"):
             models[label] = train_model(config, run_dir, progress=opts.progress)
         result.curves[label] = read_losses(run_dir)

@@ -8,12 +8,21 @@ from pathlib import Path
 import torch
 
 from gramx_demo.clips import ClipSpec, extract_audio, write_clip, write_srt
-from gramx_demo.common import Timings, absolute_rows, format_table, read_jsonl, say, train_model, write_jsonl
+from gramx_demo.common import (
+    LOSSES,
+    Timings,
+    absolute_rows,
+    format_table,
+    read_jsonl,
+    run_name,
+    say,
+    train_model,
+    write_jsonl,
+)
 
 __all__ = ["build_clips", "run_media", "WORDS"]
 
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-LOSSES = {"GRAM": {"type": "gram", "anchor": "text"}, "pairwise": {"type": "pairwise", "anchor": "text"}}
 
 
 def _balanced(rows: list[dict], count: int) -> list[dict]:
@@ -111,7 +120,7 @@ def run_media(out: Path, data: Path, timings: Timings, clips: int = 200, queries
     for label, loss in LOSSES.items():
         say(f"training the {label} model on video + audio + subtitles + text ({epochs} epochs) ...")
         with timings(f"media: train {label}"):
-            path = train_model(media_config(manifests["train"], loss, epochs, seed), work / "runs" / label.lower(),
+            path = train_model(media_config(manifests["train"], loss, epochs, seed), work / "runs" / run_name(label),
                                progress=progress)
         with timings(f"media: embed + search {label}"):
             model = load_model(path)
@@ -136,6 +145,6 @@ def run_media(out: Path, data: Path, timings: Timings, clips: int = 200, queries
             say(f"\nsearch \"{query}\" with the {label} model (text vs (video, audio, subtitles) tuples, by volume):")
             say(format_table(rows, search_header))
             searches.append((query, label, rows, search_header))
-    return {"clips": clips, "spec": "2 s, 10 fps, 96x96", "loss": "GRAM and pairwise, " + f"{epochs} epochs each",
+    return {"clips": clips, "spec": "2 s, 10 fps, 96x96", "loss": f"{', '.join(LOSSES)} models, {epochs} epochs each",
             "table": (table_rows, header), "searches": searches,
             "reports": {label: r[2] for label, r in results.items()}}

@@ -16,7 +16,7 @@ __all__ = ["training_curves", "embedding_map", "volume_histograms", "zeroshot_ba
 
 MARKERS = {"audio": "o", "image": "s", "glyph": "D", "text": "^", "video": "P", "subtitles": "X",
            "depth": "v", "pointcloud": "*"}
-MODEL_COLOURS = {"GRAM": "#d62728", "pairwise": "#1f77b4"}
+MODEL_COLOURS = {"GRAM": "#d62728", "GRAM + pairwise": "#9467bd", "pairwise": "#1f77b4"}
 DPI = 110
 
 
@@ -29,7 +29,7 @@ def _save(fig, path: Path) -> Path:
 
 def training_curves(curves: dict[str, tuple[list[int], list[float]]], batch_size: int, path: Path,
                     steps_per_epoch: int | None = None) -> Path:
-    """Training loss per step of each model; a dashed line marks the loss of random guessing."""
+    """Contrastive loss per step of each model; a dashed line marks the loss of random guessing."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for name, (steps, losses) in curves.items():
         ax.plot(steps, losses, label=f"{name} loss", color=MODEL_COLOURS.get(name), linewidth=2)
@@ -43,7 +43,7 @@ def training_curves(curves: dict[str, tuple[list[int], list[float]]], batch_size
             ax.axvline(e, color="#dddddd", linewidth=0.8, zorder=0)
     ax.set_xlabel("optimizer step" + (" (thin lines: epochs)" if steps_per_epoch else ""))
     ax.set_ylabel("contrastive loss (cross-entropy over the batch)")
-    ax.set_title("Training curves: GRAM volume loss vs pairwise InfoNCE")
+    ax.set_title("Training curves: " + " vs ".join(curves))
     ax.set_ylim(bottom=0)
     ax.legend(loc="lower left")
     ax.grid(alpha=0.3)

@@ -6,7 +6,7 @@ import os
 import platform
 from pathlib import Path
 
-from gramx_demo.common import Timings, markdown_table
+from gramx_demo.common import LOSSES, Timings, markdown_table
 
 __all__ = ["write_report"]
 
@@ -15,16 +15,18 @@ INTRO = """\
 
 gramx puts every modality (sound, pictures, text, video, 3-D shapes, ...) into **one shared
 space**: each encoder maps its input to a unit vector of the same size, and things that mean
-the same should end up close together. Two ways of training that space are compared here:
+the same should end up close together. Three ways of training that space are compared here:
 
 - **GRAM** (the volume loss): the caption and the other items of a training tuple are
   treated as one set of vectors; the *Gram volume* of that set (the volume of the
   parallelotope they span, 0 when they point the same way, 1 when they are orthogonal) must
   be small for matching tuples and large for mismatched ones.
+- **GRAM + pairwise**: the volume loss plus a pairwise InfoNCE term of weight {weight:g},
+  `loss: {{type: gram, pairwise_weight: {weight:g}}}` in a run file.
 - **pairwise InfoNCE** (the CLIP / ImageBind recipe): each modality is pulled towards its
   caption separately, by cosine similarity.
 
-Both use the same encoders, data, steps, batch size, learning rate and seed; only the loss
+All use the same encoders, data, steps, batch size, learning rate and seed; only the loss
 differs.
 """
 
@@ -42,6 +44,10 @@ HOW_TO_READ = """\
   prompt (e.g. "the digit seven") lies closest to it. No classifier was trained: the digit
   is read off the shared space.
 """
+
+
+def _mixed_weight() -> float:
+    return LOSSES["GRAM + pairwise"]["pairwise_weight"]
 
 
 def _rel(path: Path, base: Path) -> str:
@@ -78,9 +84,10 @@ def _digits_section(result, out: Path, opts) -> list[str]:
         "",
         f"![training curves]({_rel(result.figures['curves'], out)})",
         "",
-        "Both losses are a cross-entropy over the batch, so they share a scale: the dashed line is "
-        "the loss of a model that cannot tell tuples apart. The floor is above 0 because a batch "
-        "holds several tuples of the same digit, which neither loss may tell apart.",
+        "Each curve is the model's main contrastive term (the GRAM + pairwise model's pairwise term is "
+        "left out), a cross-entropy over the batch, so they share a scale: the dashed line is the loss "
+        "of a model that cannot tell tuples apart. The floor is above 0 because a batch holds several "
+        "tuples of the same digit, which no loss here may tell apart.",
         "",
         "### The shared space in 2-D",
         "",
@@ -103,22 +110,25 @@ def _digits_section(result, out: Path, opts) -> list[str]:
         "### What this run shows",
         "",
     ]
-    gram, pair = zs.get("GRAM", {}), zs.get("pairwise", {})
+    lines += _digits_findings(result, zs)
+    return lines
+
+
+def _digits_findings(result, zs: dict[str, dict[str, float]]) -> list[str]:
+    """What the numbers of this run say, in words."""
+    gram, mixed = zs.get("GRAM", {}), zs.get("GRAM + pairwise", {})
     weak = [m for m in gram if gram[m] < 50]
+    lines = []
     if weak:
         lines.append(
-            f"Trained from scratch, the GRAM volume loss does not align {', '.join(weak)} with the text "
-            "(zero-shot near chance) while the pairwise loss does. Two properties of the volume explain "
-            "it. (1) At the start every encoder's vectors are nearly orthogonal to the others, where the "
-            "volume is flat (it changes with the square of the cosines), so the gradient is tiny; the "
-            "modality that escapes first (here the photos) then *scales down* the gradient of the others, "
-            "because the volume is a product of distances. (2) The volume of a mismatched tuple "
-            "shrinks when its own members agree with each other, so the loss also rewards keeping, say, "
-            "recording and photo of the same tuple *apart*. GRAM was designed to fine-tune encoders "
-            "that already share a space (the paper starts from pretrained VAST encoders); the pairwise "
-            "loss, whose gradient is largest exactly at the start, is the one that builds a space from "
-            "nothing. For from-scratch runs use `loss: {type: pairwise}` in the run file "
-            "(`gramx train RUN.yaml --set loss.type=pairwise`).")
+            f"Trained from scratch, the GRAM volume loss alone does not align {', '.join(weak)} with the "
+            "text (zero-shot near chance). Two properties of the volume explain it. (1) The volume cannot "
+            "tell a vector from its negative, so a modality may settle *opposite* its caption. (2) At the "
+            "start every encoder's vectors are nearly orthogonal to the others, where the volume is flat "
+            "(it changes with the square of the cosines), so the gradient is tiny; the modality that "
+            "escapes first then *scales down* the gradient of the others, because the volume is a product "
+            "of distances. GRAM was designed to fine-tune encoders that already share a space (the paper "
+            "starts from pretrained VAST encoders).")
         anchor_key = next((k for k in result.analyses["GRAM"].report["nway"] if k.startswith("text->")), None)
         if anchor_key:
             vol = result.analyses["GRAM"].report["nway"][anchor_key]["R@1"]
@@ -127,13 +137,22 @@ def _digits_section(result, out: Path, opts) -> list[str]:
                       "matching tuples with clearly smaller volumes. What it lacks is each modality lying "
                       "*near* its caption, which cosine retrieval and zero-shot classification need."]
     else:
-        lines.append("Both losses align every modality with the text at this budget.")
+        lines.append("The GRAM volume loss alone aligns every modality with the text at this budget.")
+    if mixed:
+        lines += ["", "A pairwise term fixes both problems: its gradient is largest at the start and it pulls "
+                  "each modality towards its caption, not its negative, while the volume term still shapes "
+                  "whole tuples. Zero-shot accuracy of the GRAM + pairwise model: "
+                  + ", ".join(f"{m} {v:.1f}%" for m, v in sorted(mixed.items()))
+                  + ". To train a space from scratch with GRAM, set `loss.pairwise_weight` "
+                  f"(`gramx train RUN.yaml --set loss.pairwise_weight={_mixed_weight():g}`). Its volume is "
+                  "trained only with the anchor (the caption) against whole tuples, so n-way retrieval by "
+                  "volume is most reliable with the text as the query; with another modality as the query, "
+                  "cosine-sum scoring may do better (compare the two columns above)."]
     lines.append("")
-    best = {m: max(gram.get(m, 0), pair.get(m, 0)) for m in set(gram) | set(pair)}
+    best = {m: max(acc.get(m, 0.0) for acc in zs.values()) for m in {m for acc in zs.values() for m in acc}}
     if best:
-        lines.append("Best zero-shot accuracy per modality: "
-                     + ", ".join(f"{m} {v:.1f}%" for m, v in sorted(best.items())) + ".")
-        lines.append("")
+        lines += ["Best zero-shot accuracy per modality: "
+                  + ", ".join(f"{m} {v:.1f}%" for m, v in sorted(best.items())) + ".", ""]
     return lines
 
 
@@ -179,7 +198,7 @@ def _shapes_section(result, out: Path) -> list[str]:
 def write_report(out: Path, timings: Timings, opts=None, digits=None, media=None, shapes=None,
                  command: str = "gramx demo") -> Path:
     """Write ``out/report.md`` for the stages that ran."""
-    lines = [INTRO, f"Command: `{command}`", ""]
+    lines = [INTRO.format(weight=_mixed_weight()), f"Command: `{command}`", ""]
     if digits is not None:
         lines += _digits_section(digits, out, opts)
     if media is not None:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gramx_demo.common import Timings, format_table, say, train_model
+from gramx_demo.common import LOSSES, Timings, format_table, run_name, say, train_model
 
 __all__ = ["run_shapes", "shapes_config"]
 
-LOSSES = {"GRAM": {"type": "gram", "anchor": "text"}, "pairwise": {"type": "pairwise", "anchor": "text"}}
 
 
 def shapes_config(train: Path, loss: dict, epochs: int, seed: int) -> dict:
@@ -46,7 +45,7 @@ def run_shapes(out: Path, timings: Timings, quick: bool = False, seed: int = 0, 
         say(f"training the {label} model on depth + point cloud + text ({epochs} epochs) ...")
         with timings(f"shapes: train {label}"):
             path = train_model(shapes_config(work / "data" / "train.jsonl", loss, epochs, seed),
-                               work / "runs" / label.lower(), progress=progress)
+                               work / "runs" / run_name(label), progress=progress)
         with timings(f"shapes: evaluate {label}"):
             model = load_model(path)
             emb = model.embed_manifest(work / "data" / "test.jsonl")
@@ -62,4 +61,4 @@ def run_shapes(out: Path, timings: Timings, quick: bool = False, seed: int = 0, 
     say(f"\nShapes: class-level retrieval on the test split (percent; chance about {100 / len(classes):.0f})")
     say(format_table(rows, header))
     return {"train": counts["train"], "test": counts["test"], "classes": counts["classes"],
-            "loss": f"GRAM and pairwise, {epochs} epochs each", "table": (rows, header), "reports": reports}
+            "loss": f"{', '.join(LOSSES)} models, {epochs} epochs each", "table": (rows, header), "reports": reports}

@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 from gramx_demo.clips import ClipSpec, extract_audio, read_clip, write_clip, write_srt
-from gramx_demo.common import default_data_dir
+from gramx_demo.common import LOSSES, default_data_dir
 
 DATA = default_data_dir()
 PHOTO = DATA / "image" / "0_img_5266.jpg"
@@ -59,18 +59,22 @@ def test_quick_demo_metrics_far_above_chance(quick_report):
     results = json.loads((out / "results.json").read_text())
     digits = results["digits"]
     assert {"audio", "image", "text"} <= set(digits["modalities"])
-    pairwise, gram = digits["models"]["pairwise"], digits["models"]["GRAM"]
-    # chance is 10% for zero-shot and P@1 (ten balanced classes)
-    assert pairwise["zeroshot"]["audio"] > 30
-    assert pairwise["zeroshot"]["image"] > 30
-    assert pairwise["retrieval"]["text->image"]["R@1"] > 40
+    assert set(digits["models"]) == set(LOSSES)
     others = ",".join(sorted(n for n in digits["modalities"] if n != "text"))
-    assert pairwise["nway"][f"text->({others})"]["R@1"] > 40
-    # both models are evaluated on the same pairs, with cosine-sum n-way scores next to volume ones
-    assert set(gram["retrieval"]) == set(pairwise["retrieval"])
-    assert set(gram["nway_cosine"]) == set(gram["nway"])
-    for m in (pairwise, gram):
-        for metrics in m["retrieval"].values():
+    # chance is 10% for zero-shot and P@1 (ten balanced classes)
+    # (the quick run trains 36 steps; the GRAM + pairwise model's audio lags most at that budget)
+    for name, audio in (("pairwise", 30), ("GRAM + pairwise", 20)):
+        model = digits["models"][name]
+        assert model["zeroshot"]["audio"] > audio, name
+        assert model["zeroshot"]["image"] > 30, name
+        assert model["retrieval"]["text->image"]["R@1"] > 40, name
+        assert model["nway"][f"text->({others})"]["R@1"] > 40, name
+    # every model is evaluated on the same pairs, with cosine-sum n-way scores next to volume ones
+    gram = digits["models"]["GRAM"]
+    for model in digits["models"].values():
+        assert set(model["retrieval"]) == set(gram["retrieval"])
+        assert set(model["nway_cosine"]) == set(model["nway"])
+        for metrics in model["retrieval"].values():
             assert 0 <= metrics["mAP"] <= 100
 
 
@@ -128,7 +132,7 @@ def test_quick_media_and_shapes_stages(tmp_path):
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         stdout[stage] = proc.stdout
         results = json.loads((out / "results.json").read_text())
-        assert set(results[stage]["models"]) == {"GRAM", "pairwise"}
+        assert set(results[stage]["models"]) == set(LOSSES)
         assert results[stage]["models"]["pairwise"]["nway"]  # n-way volume retrieval ran
     assert 'search "seven" with the GRAM model' in stdout["media"]
     assert "rank  clip" in stdout["media"]  # a ranked result table
