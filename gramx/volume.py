@@ -17,9 +17,11 @@ All functions compute in float32 (float64 for float64 inputs), also under autoca
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
+
+from gramx.volume_kernel import fused_available, fused_volumes
 
 __all__ = [
     "gram_volume",
@@ -203,6 +205,7 @@ class VolumeIndex:
 
     basis: torch.Tensor
     volume: torch.Tensor
+    _low_precision: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def build(
@@ -253,15 +256,43 @@ class VolumeIndex:
         return residual.clamp_(min=0).sqrt_().mul_(volume)
 
     def _prepare_queries(self, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check_queries(queries)
+        q = queries.to(self.basis.dtype)
+        return q, (q * q).sum(-1).unsqueeze(0)
+
+    def _check_queries(self, queries: torch.Tensor) -> None:
         if queries.dim() != 2 or queries.shape[1] != self.basis.shape[2]:
             raise ValueError(
                 f"queries must be [Nq, {self.basis.shape[2]}], got shape {tuple(queries.shape)}"
             )
-        q = queries.to(self.basis.dtype)
-        return q, (q * q).sum(-1).unsqueeze(0)
+
+    def _fused_operands(self, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(q, basis)`` for the fused kernel, or None where it does not apply.
+
+        bfloat16/float16 queries are multiplied in their own precision against a copy of the
+        basis in that dtype (made once, kept on the index); others in the basis' dtype.
+        """
+        low = queries.dtype in (torch.bfloat16, torch.float16)
+        dtype = queries.dtype if low else self.basis.dtype
+        if not fused_available(self.basis.device, dtype) or _tracks_grad(queries, self.basis, self.volume):
+            return None
+        if not low:
+            return queries.to(dtype), self.basis
+        if dtype not in self._low_precision:
+            self._low_precision[dtype] = self.basis.to(dtype)
+        return queries, self._low_precision[dtype]
 
     def volumes(self, queries: torch.Tensor, block_elements: int | None = None) -> torch.Tensor:
-        """``[Nq, Nc]`` volumes of ``(q_i, C_j)``; differentiable in queries and candidates."""
+        """``[Nq, Nc]`` volumes of ``(q_i, C_j)``; differentiable in queries and candidates.
+
+        On CUDA with Triton installed, scoring without gradients runs the fused kernel of
+        :mod:`gramx.volume_kernel` (bfloat16/float16 queries: tensor-core products in that
+        precision, accumulated in float32).
+        """
+        self._check_queries(queries)
+        fused = self._fused_operands(queries)
+        if fused is not None:
+            return fused_volumes(*fused, self.volume)
         with _full_precision(queries.device):
             q, q_norm2 = self._prepare_queries(queries)
             step = self._chunk_size(q.shape[0], block_elements)
@@ -283,16 +314,21 @@ class VolumeIndex:
         Memory stays bounded by ``block_elements`` whatever the number of candidates:
         each chunk's top-k is merged into a running top-k.
         """
+        self._check_queries(queries)
         k = min(k, len(self))
+        fused = self._fused_operands(queries)
         with _full_precision(queries.device):
             q, q_norm2 = self._prepare_queries(queries)
             step = self._chunk_size(q.shape[0], block_elements)
             best = None
             for start in range(0, len(self), step):
                 stop = min(start + step, len(self))
-                vols = self._chunk_volumes(q, q_norm2, start, stop, False)
-                values, idx = vols.topk(min(k, stop - start), dim=0, largest=False, sorted=best is None)
-                chunk_best = (values.T, idx.T + start)
+                if fused is None:  # candidate-major [n, Nq]; its transpose is a free view
+                    vols = self._chunk_volumes(q, q_norm2, start, stop, False).T
+                else:
+                    vols = fused_volumes(fused[0], fused[1][start:stop], self.volume[start:stop])
+                values, idx = vols.topk(min(k, stop - start), dim=1, largest=False, sorted=best is None)
+                chunk_best = (values, idx + start)
                 best = chunk_best if best is None else merge_topk([best, chunk_best], k)
             if best is None:
                 empty = q.new_empty(q.shape[0], 0)
