@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import av
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -76,6 +75,8 @@ def _decode(path: Path, size: int, choose) -> tuple[dict[int, np.ndarray], int, 
     converted to RGB at the target size. Returns ``({index: frame}, frames decoded, frames
     declared)``.
     """
+    import av  # imported on the first video read: images need only Pillow
+
     try:
         container = av.open(str(path))
     except av.FFmpegError as exc:
