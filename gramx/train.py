@@ -551,9 +551,9 @@ class Trainer:
             return
         self._record(record)
         if self.writer is not None:
-            for key in ("loss", "contrastive", "dam", "lr", "temperature", "samples_per_s"):
-                if key in record:
-                    self.writer.add_scalar(f"train/{key}", record[key], self.step)
+            for key, value in record.items():
+                if key not in ("step", "epoch"):
+                    self.writer.add_scalar(f"train/{key}", value, self.step)
         if bar is not None:
             bar.set_postfix(loss=f"{record['loss']:.3f}", t=f"{record['temperature']:.3f}",
                             rate=f"{record['samples_per_s']:.0f}/s")
