@@ -66,11 +66,23 @@ def machine(device: torch.device) -> dict:
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+        info["driver"] = nvidia_driver()
     return info
 
 
+def nvidia_driver() -> str | None:
+    """The NVIDIA driver version that ``nvidia-smi`` reports, if it can be run."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+
+
 def machine_markdown(info: dict) -> str:
-    gpu = f", GPU {info['gpu']}" if "gpu" in info else ""
+    gpu = f", GPU {info['gpu']} (driver {info.get('driver')}, CUDA {info.get('cuda')})" if "gpu" in info else ""
     return (
         f"{info['cpu']}, {info['cores']} cores ({info['cores_usable']} usable), torch {info['torch']}, "
         f"{info['threads']} torch threads, Python {info['python']}, device `{info['device']}`{gpu}; "
@@ -214,3 +226,17 @@ def fmt_bytes(n: float) -> str:
 
 def verdict(ok: bool) -> str:
     return "**met**" if ok else "**missed**"
+
+
+def main(parse: Callable, probe: Callable | None, run: Callable, markdown: Callable, argv=None) -> int:
+    """A benchmark script's entry point: ``--probe`` runs one memory probe, otherwise the
+    timed run is printed as markdown (and written as JSON with ``--json``)."""
+    args = parse(argv)
+    if getattr(args, "probe", False):
+        probe(args)
+        return 0
+    res = run(args)
+    print(markdown(res))
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=1, default=str))
+    return 0

@@ -115,6 +115,8 @@ def markdown(res: dict) -> str:
         f"- `GramLoss` / `PairwiseInfoNCE`: **{res['ratio_wall']:.2f}x** (wall; CPU {res['ratio_cpu']:.2f}x). "
         f"Target <= 1.5x: {C.verdict(ok)}.",
     ]
+    if cfg["device"].startswith("cuda"):
+        out.append(f"- GPU target <= 1.3x: {C.verdict(res['ratio_wall'] <= 1.3)}.")
     if mem:
         method = next(iter(mem.values()))["method"]
         out.append(f"- Peak memory: {method}; both losses in one fresh process, each after a warm-up step.")
@@ -144,17 +146,5 @@ def parse(argv=None):
     return args
 
 
-def main(argv=None) -> int:
-    args = parse(argv)
-    if args.probe:
-        probe(args)
-        return 0
-    res = run(args)
-    print(markdown(res))
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=1, default=str))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(C.main(parse, probe, run, markdown))

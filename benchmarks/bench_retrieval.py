@@ -19,7 +19,9 @@ Targets: ``volume_matrix`` >= 100x faster than (a) and within 1.5x of (b). Peak 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -31,15 +33,16 @@ import _common as C  # noqa: E402
 
 import gramx  # noqa: E402
 from gramx.volume import VolumeIndex  # noqa: E402
+from gramx.volume_kernel import fused_available  # noqa: E402
 
 SCRIPT = Path(__file__).resolve()
 
 
 def make_data(nq: int, nc: int, m: int, d: int, dtype: torch.dtype, device: torch.device, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    q = F.normalize(torch.randn(nq, d, generator=gen), dim=-1)
-    c = F.normalize(torch.randn(nc, m, d, generator=gen), dim=-1)
-    return q.to(device=device, dtype=dtype), c.to(device=device, dtype=dtype)
+    gen = torch.Generator(device).manual_seed(seed)  # drawn where they are used: 1M tuples are 6 GB
+    q = F.normalize(torch.randn(nq, d, generator=gen, device=device), dim=-1)
+    c = F.normalize(torch.randn(nc, m, d, generator=gen, device=device), dim=-1)
+    return q.to(dtype), c.to(dtype)
 
 
 def naive_gram_det(q: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -62,6 +65,34 @@ def naive_gram_det(q: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
 
 def lower_bound(q: torch.Tensor, c: torch.Tensor) -> list[torch.Tensor]:
     return [q @ c[:, i].T for i in range(c.shape[1])]
+
+
+@contextlib.contextmanager
+def pytorch_path():
+    """Score with the plain PyTorch projection form even where the fused kernel applies."""
+    saved = os.environ.get("GRAMX_FUSED_VOLUME")
+    os.environ["GRAMX_FUSED_VOLUME"] = "0"
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["GRAMX_FUSED_VOLUME"]
+        else:
+            os.environ["GRAMX_FUSED_VOLUME"] = saved
+
+
+def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """``|out - ref| / |ref|`` (Frobenius norms), in float64; NaN anywhere gives inf."""
+    out, ref = out.double(), ref.double()
+    if not torch.isfinite(out).all():
+        return float("inf")
+    return (torch.linalg.norm(out - ref) / torch.linalg.norm(ref)).item()
+
+
+def recall_at_k(found: torch.Tensor, reference: torch.Tensor) -> float:
+    """Mean over queries of the share of ``reference``'s top-k indices that ``found`` also holds."""
+    hits = (found[:, :, None] == reference[:, None, :]).any(dim=1).float()
+    return hits.mean().item()
 
 
 # ------------------------------------------------------------------------------ probes
@@ -96,17 +127,26 @@ def memory_runs(args) -> list[dict]:
 # ----------------------------------------------------------------------------- timing
 
 
+def _unfused(fn, *args):
+    with pytorch_path():
+        return fn(*args)
+
+
 def run(args) -> dict:
     device, dtype = torch.device(args.device), C.DTYPES[args.dtype]
     info = C.machine(device)
     q, c = make_data(args.nq, args.nc, args.m, args.d, dtype, device)
     s = min(args.naive_slice, args.nc)
     c_slice = c[:s]
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
+    fused = fused_available(device, dtype)
     with torch.no_grad():
         index = VolumeIndex.build(c)
         # the three forms compute the same numbers
         ref = naive_gram_det(q.double(), c_slice.double())
-        diff_fast = (gramx.volume_matrix(q, c_slice).double() - ref).abs().max().item()
+        slice_volumes = gramx.volume_matrix(q, c_slice)
+        diff_fast = (slice_volumes.double() - ref).abs().max().item()
+        rel_fast = relative_error(slice_volumes, ref)
         diff_naive = (naive_gram_det(q, c_slice).double() - ref).abs().max().item()
         fns = {
             "lower bound": lambda: lower_bound(q, c),
@@ -116,7 +156,15 @@ def run(args) -> dict:
             f"VolumeIndex.search top-{args.k}": lambda: index.search(q, args.k),
             "naive det (slice)": lambda: naive_gram_det(q, c_slice),
         }
+        if fused:  # the same query through the PyTorch path, for the kernel's gain
+            fns["VolumeIndex.volumes, PyTorch path"] = lambda: _unfused(index.volumes, q)
         times = C.interleave(fns, args.reps, device)
+        recall = None
+        if dtype != torch.float32 or args.tf32:  # top-k against strict float32 scoring
+            found = index.search(q, args.k)[1]
+            torch.backends.cuda.matmul.allow_tf32 = False
+            recall = recall_at_k(found, index.search(q.float(), args.k)[1])
+            torch.backends.cuda.matmul.allow_tf32 = args.tf32
     del index
     scale = args.nc / s
     lb = times["lower bound"]
@@ -141,9 +189,16 @@ def run(args) -> dict:
         "vm_vs_lb_wall": C.paired_ratio(vm["wall"], lb["wall"]),
         "vm_vs_lb_cpu": C.paired_ratio(vm["cpu"], lb["cpu"]),
         "query_vs_lb_wall": C.paired_ratio(times["VolumeIndex.volumes"]["wall"], lb["wall"]),
+        "query_vs_lb_cpu": C.paired_ratio(times["VolumeIndex.volumes"]["cpu"], lb["cpu"]),
         "max_abs_diff_volume_matrix": diff_fast,
+        "relative_error_volume_matrix": rel_fast,
         "max_abs_diff_naive": diff_naive,
+        "fused_kernel": fused,
+        "recall_at_k_vs_fp32": recall,
     }
+    if fused:
+        summary["fused_vs_pytorch_wall"] = C.paired_ratio(
+            times["VolumeIndex.volumes"]["wall"], times["VolumeIndex.volumes, PyTorch path"]["wall"])
     info["load_average_end"] = list(C.os.getloadavg())
     result = {"config": vars(args) | {"naive_slice": s}, "machine": info, "rows": rows, "summary": summary}
     if args.memory_nc:
@@ -156,11 +211,16 @@ def markdown(res: dict) -> str:
     cmd = "python benchmarks/bench_retrieval.py" + (" --quick" if cfg.get("quick") else "")
     if cfg["device"] != "cpu" or cfg["dtype"] != "float32":
         cmd += f" --device {cfg['device']} --dtype {cfg['dtype']}"
+    if cfg.get("tf32"):
+        cmd += " --tf32"
+    if cfg["nc"] != 20000 and not cfg.get("quick"):
+        cmd += f" --nc {cfg['nc']} --naive-slice {cfg['naive_slice']}"
     if cfg["threads"] != 1:
         cmd += f" --threads {cfg['threads']}"
     out = [
         f"`{cmd}` — {cfg['nq']:,} queries x {cfg['nc']:,} candidate tuples, m={cfg['m']}, d={cfg['d']}, "
-        f"{cfg['dtype']}, inference (`torch.no_grad`), {cfg['reps']} interleaved repetitions, medians.",
+        f"{precision_name(cfg)}, inference (`torch.no_grad`), {cfg['reps']} interleaved repetitions, medians"
+        + ("; on CUDA `VolumeIndex` scores with the fused Triton kernel." if sm.get("fused_kernel") else "."),
         "",
         f"Machine: {C.machine_markdown(res['machine'])}, at end {[round(x, 2) for x in res['machine']['load_average_end']]}.",
         "",
@@ -171,6 +231,7 @@ def markdown(res: dict) -> str:
         out.append(f"| {r['name']} | {C.fmt_s(r['wall'])} | {C.fmt_s(r['cpu'])} | {r['vs_lb_wall']:.2f} | {r['vs_lb_cpu']:.2f} |")
     ok_naive = sm["speedup_vs_naive_wall"] >= 100
     ok_lb = sm["vm_vs_lb_wall"] <= 1.5
+    gpu = cfg["device"].startswith("cuda")
     out += [
         "",
         f"- The naive row is timed on the first {cfg['naive_slice']:,} candidates and multiplied by "
@@ -180,9 +241,19 @@ def markdown(res: dict) -> str:
         f"- `volume_matrix` (index build + query) vs lower bound: **{sm['vm_vs_lb_wall']:.2f}x** (wall; CPU "
         f"{sm['vm_vs_lb_cpu']:.2f}x). Target <= 1.5x: {C.verdict(ok_lb)}. Query on a prebuilt "
         f"`VolumeIndex` alone: {sm['query_vs_lb_wall']:.2f}x.",
-        f"- Same numbers: max |volume_matrix - float64 det| = {sm['max_abs_diff_volume_matrix']:.1e}; "
-        f"naive det in {cfg['dtype']}: {sm['max_abs_diff_naive']:.1e}.",
+        f"- Same numbers: max |volume_matrix - float64 det| = {sm['max_abs_diff_volume_matrix']:.1e} "
+        f"(relative {sm['relative_error_volume_matrix']:.1e}); naive det in {cfg['dtype']}: "
+        f"{sm['max_abs_diff_naive']:.1e}.",
     ]
+    if gpu:
+        out.append(f"- GPU target, query on a prebuilt index within 1.3x of the lower bound of the same precision: "
+                   f"**{sm['query_vs_lb_wall']:.2f}x**, {C.verdict(sm['query_vs_lb_wall'] <= 1.3)}.")
+    if sm.get("fused_vs_pytorch_wall") is not None:
+        out.append(f"- Fused kernel vs the PyTorch projection form on the same index: "
+                   f"{sm['fused_vs_pytorch_wall']:.2f}x the time.")
+    if sm.get("recall_at_k_vs_fp32") is not None:
+        out.append(f"- Recall@{cfg['k']} of the {precision_name(cfg)} top-{cfg['k']} against strict float32: "
+                   f"{sm['recall_at_k_vs_fp32']:.4f}.")
     if res.get("memory"):
         mem = res["memory"]
         out += [
@@ -207,6 +278,13 @@ def markdown(res: dict) -> str:
     return "\n".join(out)
 
 
+def precision_name(cfg: dict) -> str:
+    """``float32`` (IEEE), ``float32 with TF32 products`` or the input dtype."""
+    if cfg["dtype"] == "float32":
+        return "float32 with TF32 products" if cfg.get("tf32") else "float32 (IEEE products)"
+    return f"{cfg['dtype']} inputs"
+
+
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cpu")
@@ -219,6 +297,7 @@ def parse(argv=None):
     p.add_argument("--reps", type=int, default=4)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: see BENCHMARKS.md)")
     p.add_argument("--naive-slice", type=int, default=1000, help="candidates the naive det is timed on")
+    p.add_argument("--tf32", action="store_true", help="allow TF32 products for float32 on CUDA (both sides)")
     p.add_argument("--memory-nc", type=lambda s: [int(x) for x in s.split(",") if x], default=[20000, 80000])
     p.add_argument("--quick", action="store_true", help="small sizes: 200 x 4,000; memory at 28,000 and 56,000")
     p.add_argument("--json", type=Path, help="also write the raw results here")
@@ -235,17 +314,5 @@ def parse(argv=None):
     return args
 
 
-def main(argv=None) -> int:
-    args = parse(argv)
-    if args.probe:
-        probe(args)
-        return 0
-    res = run(args)
-    print(markdown(res))
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=1, default=str))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(C.main(parse, probe, run, markdown))
