@@ -87,8 +87,8 @@ def _kernels():
     configs = [
         triton.Config({"BLOCK_Q": bq, "BLOCK_C": bc, "BLOCK_K": bk}, num_warps=w, num_stages=s)
         for bq, bc, bk, w, s in [
-            (128, 128, 64, 8, 3), (128, 128, 32, 8, 4), (64, 128, 64, 4, 3),
-            (128, 64, 64, 4, 3), (64, 64, 64, 4, 4), (128, 256, 32, 8, 3),
+            (128, 128, 64, 8, 3), (128, 128, 32, 8, 4), (128, 256, 64, 8, 3), (128, 256, 32, 8, 4),
+            (256, 128, 64, 8, 3), (64, 128, 64, 4, 4), (128, 64, 64, 4, 4), (64, 64, 64, 4, 5),
         ]
     ]
     tuned = triton.autotune(configs=configs, key=["M", "DIM", "PRECISION"])(volume_tile)
