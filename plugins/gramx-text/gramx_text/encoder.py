@@ -197,13 +197,19 @@ class TextEncoder(nn.Module):
 def build_text_encoder(cfg: TextEncoderConfig) -> TextEncoder:
     """Load ``cfg.model`` with ``AutoModel`` and wrap it in a pooling :class:`TextEncoder`."""
     from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
 
     source = resolve_model(cfg.model)
     local_only = not cfg.allow_download
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per model built is noise in runs
     try:
         backbone = AutoModel.from_pretrained(source, local_files_only=local_only)
     except (OSError, ValueError) as exc:
         raise _load_failed(cfg.model, "weights", exc, local_only) from exc
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     positions = getattr(backbone.config, "max_position_embeddings", None)
     if positions is not None and cfg.max_length > positions:
         raise ConfigError(
