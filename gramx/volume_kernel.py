@@ -124,9 +124,10 @@ def fused_volumes(
         return out
     if m == 0:
         return out.copy_(q_norm2.sqrt()[:, None] * volume[None, :])
-    precision = "ieee"
-    if q.dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
-        precision = "tf32"
+    # Triton's default ("tf32") for half inputs, which it multiplies on tensor cores either way;
+    # IEEE products for float32 unless PyTorch is allowed TF32 too
+    strict = q.dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32
+    precision = "ieee" if strict else "tf32"
     tuned, fixed = _kernels()
     args = (q, q_norm2, basis, volume, out, num_queries, num_candidates,
             q.stride(0), basis.stride(0), basis.stride(1), out.stride(0), out.stride(1))
