@@ -1,13 +1,18 @@
 """The fused Triton volume kernel against the float64 reference and the PyTorch path.
 
-On a CUDA machine the kernel runs compiled; elsewhere, when Triton is installed, it runs
-on CPU tensors through Triton's interpreter (``TRITON_INTERPRET=1``), which checks the
-same kernel source. Without Triton these tests skip: the kernel is an optional fast path.
+On a CUDA machine the kernel runs compiled. Elsewhere, when Triton is installed, the same
+tests run on CPU tensors through Triton's interpreter, in a child pytest started with
+``TRITON_INTERPRET=1`` (Triton reads it when its language module is first imported, so it
+cannot be switched on inside a process that already imported Triton). Without Triton these
+tests skip: the kernel is an optional fast path.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -17,18 +22,26 @@ from gramx.volume import VolumeIndex, gram_volume
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
 
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+
 
 @pytest.fixture
-def device(monkeypatch):
-    """``cuda`` when available, else ``cpu`` with the kernel interpreted."""
-    volume_kernel._kernels.cache_clear()  # the interpreter is chosen when the kernel is defined
+def device():
+    """``cuda`` when available, else ``cpu`` inside the interpreted child run."""
+    if INTERPRETED:
+        return torch.device("cpu")
     if torch.cuda.is_available():
-        monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-        yield torch.device("cuda")
-    else:
-        monkeypatch.setenv("TRITON_INTERPRET", "1")
-        yield torch.device("cpu")
-    volume_kernel._kernels.cache_clear()
+        return torch.device("cuda")
+    pytest.skip("no CUDA: test_kernel_under_the_interpreter runs this under TRITON_INTERPRET=1")
+
+
+@pytest.mark.skipif(INTERPRETED or torch.cuda.is_available(), reason="runs the CPU-only interpreted child")
+def test_kernel_under_the_interpreter():
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout and " failed" not in proc.stdout
 
 
 def _tuples(n: int, m: int, d: int, generator: torch.Generator) -> torch.Tensor:
@@ -109,11 +122,9 @@ def test_gradients_bypass_the_kernel(device, monkeypatch):
     assert torch.isfinite(q.grad).all()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="the autotuned tiles run on CUDA only")
+@pytest.mark.skipif(INTERPRETED or not torch.cuda.is_available(), reason="the autotuned tiles run on CUDA only")
 def test_autotuned_kernel_agrees_with_pytorch(monkeypatch):
     """A problem above SMALL_PROBLEM goes through the autotuned configurations."""
-    volume_kernel._kernels.cache_clear()
-    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     g = torch.Generator().manual_seed(13)
     q, c = _tuples(256, 1, 128, g)[:, 0].float().cuda(), _tuples(20000, 3, 128, g).float().cuda()
     assert q.shape[0] * c.shape[0] >= volume_kernel.SMALL_PROBLEM
