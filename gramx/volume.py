@@ -11,7 +11,8 @@ factorises: ``vol(q, C) = vol(C) * |q - U U^T q|`` where ``U`` is an orthonormal
 ``U_i q^T`` per basis vector and chunk of candidates, and never forms ``[Nq, Nc, m+1, m+1]``
 Gram matrices. :class:`VolumeIndex` keeps the bases, to score many query batches.
 
-All functions compute in float32 (float64 for float64 inputs), also under autocast.
+All functions compute in float32 (float64 for float64 inputs), also under autocast; only a
+:class:`VolumeIndex` built with ``score_dtype`` opts into half-precision products on CUDA.
 """
 
 from __future__ import annotations
@@ -201,24 +202,33 @@ class VolumeIndex:
     ``basis[Nc, m, d]`` holds an orthonormal basis of each candidate's span (zero rows for
     missing or degenerate vectors) and ``volume[Nc]`` each candidate's own Gram volume.
     Build it once with :meth:`build` and score any number of queries against it.
+
+    ``score_dtype`` (``torch.bfloat16`` or ``torch.float16``) opts into faster, less exact
+    scoring on CUDA: the fused kernel multiplies queries and a copy of the basis in that
+    dtype on tensor cores, accumulating in float32 (about 1e-3 relative error instead of
+    1e-7). Without it, and wherever the fused kernel does not run, scoring stays in float32.
     """
 
     basis: torch.Tensor
     volume: torch.Tensor
-    _low_precision: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    score_dtype: torch.dtype | None = None
+    _score_basis: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def build(
-        cls, candidates: torch.Tensor, mask: torch.Tensor | None = None, block_elements: int | None = None
+        cls, candidates: torch.Tensor, mask: torch.Tensor | None = None, block_elements: int | None = None,
+        score_dtype: torch.dtype | None = None,
     ) -> "VolumeIndex":
         """Prepare ``candidates[Nc, m, d]`` (optionally ``mask[Nc, m]``) for retrieval."""
+        if score_dtype not in (None, torch.bfloat16, torch.float16):
+            raise ValueError(f"score_dtype must be None, torch.bfloat16 or torch.float16, not {score_dtype}")
         if candidates.dim() != 3:
             raise ValueError(f"candidates must be [Nc, m, d], got shape {tuple(candidates.shape)}")
         if mask is not None and mask.shape != candidates.shape[:-1]:
             raise ValueError(f"mask shape {tuple(mask.shape)} does not match candidates {tuple(candidates.shape[:-1])}")
         with _full_precision(candidates.device):
             basis, norms = _orthonormalise(candidates.to(_working_dtype(candidates.dtype)), mask, block_elements)
-        return cls(basis=basis, volume=norms.prod(dim=-1))
+        return cls(basis=basis, volume=norms.prod(dim=-1), score_dtype=score_dtype)
 
     def __len__(self) -> int:
         return self.basis.shape[0]
@@ -256,7 +266,6 @@ class VolumeIndex:
         return residual.clamp_(min=0).sqrt_().mul_(volume)
 
     def _prepare_queries(self, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self._check_queries(queries)
         q = queries.to(self.basis.dtype)
         return q, (q * q).sum(-1).unsqueeze(0)
 
@@ -267,27 +276,24 @@ class VolumeIndex:
             )
 
     def _fused_operands(self, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """``(q, basis)`` for the fused kernel, or None where it does not apply.
+        """``(q, basis)`` in the scoring dtype for the fused kernel, or None where it does not run.
 
-        bfloat16/float16 queries are multiplied in their own precision against a copy of the
-        basis in that dtype (made once, kept on the index); others in the basis' dtype.
+        With ``score_dtype`` the basis copy in that dtype is made on first use and kept.
         """
-        low = queries.dtype in (torch.bfloat16, torch.float16)
-        dtype = queries.dtype if low else self.basis.dtype
+        dtype = self.score_dtype or self.basis.dtype
         if not fused_available(self.basis.device, dtype) or _tracks_grad(queries, self.basis, self.volume):
             return None
-        if not low:
+        if dtype == self.basis.dtype:
             return queries.to(dtype), self.basis
-        if dtype not in self._low_precision:
-            self._low_precision[dtype] = self.basis.to(dtype)
-        return queries, self._low_precision[dtype]
+        if self._score_basis is None:
+            self._score_basis = self.basis.to(dtype)
+        return queries.to(dtype), self._score_basis
 
     def volumes(self, queries: torch.Tensor, block_elements: int | None = None) -> torch.Tensor:
         """``[Nq, Nc]`` volumes of ``(q_i, C_j)``; differentiable in queries and candidates.
 
         On CUDA with Triton installed, scoring without gradients runs the fused kernel of
-        :mod:`gramx.volume_kernel` (bfloat16/float16 queries: tensor-core products in that
-        precision, accumulated in float32).
+        :mod:`gramx.volume_kernel` (in ``score_dtype`` when the index has one).
         """
         self._check_queries(queries)
         fused = self._fused_operands(queries)

@@ -386,3 +386,13 @@ def test_merge_topk_of_shards_equals_global_topk(gen):
     vals, idx = merge_topk(parts, k=4)
     torch.testing.assert_close(vals, full_vals[:, :4])
     assert torch.equal(idx, full_idx[:, :4])
+
+
+def test_score_dtype_is_checked_and_cpu_scoring_stays_float32():
+    c = F.normalize(torch.randn(30, 2, 16, dtype=torch.float64), dim=-1)
+    q = F.normalize(torch.randn(5, 16, dtype=torch.float64), dim=-1)
+    with pytest.raises(ValueError, match="score_dtype"):
+        VolumeIndex.build(c.float(), score_dtype=torch.float64)
+    # without the fused CUDA kernel a half score_dtype changes nothing
+    plain, half = VolumeIndex.build(c.float()), VolumeIndex.build(c.float(), score_dtype=torch.bfloat16)
+    torch.testing.assert_close(half.volumes(q.float()), plain.volumes(q.float()), rtol=0, atol=0)

@@ -113,6 +113,20 @@ def test_index_uses_the_kernel_and_agrees_with_pytorch(device, monkeypatch):
     assert (fused_top[1] == plain_top[1]).float().mean() > 0.95  # near-ties may swap
 
 
+def test_score_dtype_opts_into_half_precision(device):
+    half = torch.bfloat16 if device.type == "cuda" else torch.float16  # the interpreter lacks bf16 dots
+    g = torch.Generator().manual_seed(17)
+    q, c = _tuples(24, 1, 48, g)[:, 0], _tuples(40, 3, 48, g)
+    ref = _reference(q, c)
+    q, c = q.float().to(device), c.float().to(device)
+    exact = VolumeIndex.build(c)
+    # half-precision queries alone keep float32 scoring, as the volume contract says
+    torch.testing.assert_close(exact.volumes(q.to(half)), exact.volumes(q.to(half).float()))
+    fast = VolumeIndex.build(c, score_dtype=half)
+    error = torch.linalg.norm(fast.volumes(q).double().cpu() - ref) / torch.linalg.norm(ref)
+    assert 1e-6 < error < 1e-2  # scored in half precision, yet close
+
+
 def test_gradients_bypass_the_kernel(device, monkeypatch):
     monkeypatch.setattr("gramx.volume.fused_volumes", lambda *a, **k: pytest.fail("kernel used under autograd"))
     g = torch.Generator().manual_seed(5)
