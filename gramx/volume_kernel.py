@@ -65,6 +65,9 @@ def _kernels():
         cols = (pid // query_tiles) * BLOCK_C + tl.arange(0, BLOCK_C)
         ks = tl.arange(0, BLOCK_K)
         row_ok, col_ok = rows < num_queries, cols < num_candidates
+        # 64-bit offsets: 10M candidates x 1,536 numbers, or 4,000 x 1M outputs, pass 2^31
+        q_rows = q_ptr + rows.to(tl.int64)[:, None] * stride_q
+        basis_cols = basis_ptr + cols.to(tl.int64)[None, :] * stride_basis_c
         q_norm2 = tl.load(q_norm2_ptr + rows, mask=row_ok, other=0.0)
         residual = tl.zeros((BLOCK_Q, BLOCK_C), dtype=tl.float32) + q_norm2[:, None]
         for i in tl.static_range(M):
@@ -72,17 +75,16 @@ def _kernels():
             for k0 in range(0, DIM, BLOCK_K):
                 k = k0 + ks
                 k_ok = k < DIM
-                q = tl.load(q_ptr + rows[:, None] * stride_q + k[None, :],
-                            mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+                q = tl.load(q_rows + k[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
                 # the basis tile is loaded transposed, [BLOCK_K, BLOCK_C]
-                u = tl.load(basis_ptr + cols[None, :] * stride_basis_c + i * stride_basis_m + k[:, None],
+                u = tl.load(basis_cols + i * stride_basis_m + k[:, None],
                             mask=col_ok[None, :] & k_ok[:, None], other=0.0)
                 proj = tl.dot(q, u, proj, input_precision=PRECISION)
             residual -= proj * proj
         volume = tl.load(volume_ptr + cols, mask=col_ok, other=0.0)
         out = tl.sqrt(tl.maximum(residual, 0.0)) * volume[None, :]
-        tl.store(out_ptr + rows[:, None] * stride_out_q + cols[None, :] * stride_out_c, out,
-                 mask=row_ok[:, None] & col_ok[None, :])
+        out_ptrs = out_ptr + rows.to(tl.int64)[:, None] * stride_out_q + cols.to(tl.int64)[None, :] * stride_out_c
+        tl.store(out_ptrs, out, mask=row_ok[:, None] & col_ok[None, :])
 
     configs = [
         triton.Config({"BLOCK_Q": bq, "BLOCK_C": bc, "BLOCK_K": bk}, num_warps=w, num_stages=s)
