@@ -1,14 +1,13 @@
 """gramx: align any number of modalities in one embedding space with the Gram volume."""
 
-from gramx import evaluate, losses
+from gramx import embed, evaluate, losses
 from gramx.errors import ConfigError, GramxError, LoadError, PluginError
 from gramx.hookspecs import hookimpl, hookspec
 from gramx.modality import Modality
 from gramx.model import GramxModel, load_model
 from gramx.plugins import available_modalities, get_modality, register_plugin
+from gramx.version import __version__
 from gramx.volume import VolumeIndex, gram_volume, merge_topk, volume_matrix, volume_topk
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",
@@ -18,7 +17,9 @@ __all__ = [
     "Modality",
     "PluginError",
     "VolumeIndex",
+    "__version__",
     "available_modalities",
+    "embed",
     "evaluate",
     "get_modality",
     "gram_volume",

@@ -8,11 +8,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
 
+import yaml
+
+from gramx.config import config_schema, load_config
+from gramx.data import ErrorLog
+from gramx.embed import embed_manifest
 from gramx.errors import GramxError
+from gramx.evaluate import evaluate
+from gramx.extend import add_modalities, bridge_spaces, load_bridge_config
+from gramx.index import EmbeddingIndex, save_embeddings
+from gramx.model import load_model
+from gramx.plugins import get_host, get_modality
+from gramx.testing import check_modality
+from gramx.train import train
 
 __all__ = ["main", "build_parser"]
 
@@ -25,8 +38,6 @@ def _print_table(rows: list[list[str]], header: list[str]) -> None:
 
 def cmd_plugins_list(args: argparse.Namespace) -> int:
     """List installed plugins, their modalities and their status."""
-    from gramx.plugins import get_host
-
     host = get_host()
     records = sorted(host.records.values(), key=lambda r: r.name)
     if args.json:
@@ -46,9 +57,6 @@ def cmd_plugins_list(args: argparse.Namespace) -> int:
 
 def cmd_plugins_check(args: argparse.Namespace) -> int:
     """Run the conformance kit against an installed modality."""
-    from gramx.plugins import get_modality
-    from gramx.testing import check_modality
-
     modality = get_modality(args.name)
     samples = args.sample or list(modality.samples)
     if not samples:
@@ -62,8 +70,6 @@ def cmd_plugins_check(args: argparse.Namespace) -> int:
 
 
 def _load_run_config(args: argparse.Namespace):
-    from gramx.config import load_config
-
     overrides = list(args.set or [])
     if getattr(args, "device", None):
         overrides.append(f"device={args.device}")
@@ -72,10 +78,6 @@ def _load_run_config(args: argparse.Namespace):
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a model as a run file describes."""
-    import logging
-
-    from gramx.train import train
-
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = _load_run_config(args)
     path = train(config, resume=args.resume)
@@ -86,10 +88,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_extend_add(args: argparse.Namespace) -> int:
     """Add the run file's new modalities to a trained model, keeping its space frozen."""
-    import logging
-
-    from gramx.extend import add_modalities
-
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     path = add_modalities(args.base, _load_run_config(args), resume=args.resume)
     if int(os.environ.get("RANK", 0)) == 0:
@@ -99,8 +97,6 @@ def cmd_extend_add(args: argparse.Namespace) -> int:
 
 def cmd_extend_bridge(args: argparse.Namespace) -> int:
     """Bridge a leaf space into a base space through a shared modality, without paired data."""
-    from gramx.extend import bridge_spaces, load_bridge_config
-
     overrides = list(args.set or []) + ([f"device={args.device}"] if args.device else [])
     path = bridge_spaces(load_bridge_config(args.config, overrides))
     print(f"model written to {path}")
@@ -109,16 +105,12 @@ def cmd_extend_bridge(args: argparse.Namespace) -> int:
 
 def cmd_config_schema(args: argparse.Namespace) -> int:
     """Print the JSON schema of a run file."""
-    from gramx.config import config_schema
-
     print(json.dumps(config_schema(), indent=2))
     return 0
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:
     """Print the resolved configuration (defaults filled in, paths absolute)."""
-    import yaml
-
     config = _load_run_config(args)
     data = config.model_dump(mode="json")
     if args.json:
@@ -136,7 +128,7 @@ def _print_report(report: dict) -> None:
     rows = [
         [kind, key] + [f"{metrics[k]:.2f}" if k in ("R@1", "R@5", "R@10", "mAP", "MeanR") else f"{metrics[k]:g}"
                        for k in _METRIC_KEYS]
-        for kind in ("retrieval", "nway")
+        for kind in ("retrieval", "nway", "nway_cosine")
         for key, metrics in report[kind].items()
     ]
     if rows:
@@ -149,21 +141,15 @@ def _print_report(report: dict) -> None:
 
 
 def _model(args: argparse.Namespace):
-    from gramx.model import load_model
-
     return load_model(args.model, device=args.device or "auto")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Retrieval (pairwise + n-way) and zero-shot metrics of a model on a manifest."""
-    from gramx.data import ErrorLog
-    from gramx.evaluate import report_from_embeddings
-
     model = _model(args)
     errors = ErrorLog()
-    emb = model.embed_manifest(args.manifest, batch_size=args.batch_size, workers=args.workers,
-                               on_error=args.on_error, error_log=errors, progress=not args.json)
-    report = report_from_embeddings(emb, model=model, classes=args.classes, template=args.template)
+    report = evaluate(model, args.manifest, classes=args.classes, template=args.template, batch_size=args.batch_size,
+                      workers=args.workers, on_error=args.on_error, progress=not args.json, error_log=errors)
     if errors.count:
         print(f"gramx: {errors.summary()}", file=sys.stderr)
     if args.json:
@@ -174,37 +160,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    """Embed every row of a manifest: per-modality .npy + safetensors files and index.json."""
-    import numpy as np
-    from safetensors.numpy import save_file
-
-    from gramx.data import ErrorLog
-    from gramx.model import atomic_directory
-
+    """Embed every row of a manifest into an index folder (per-modality .npy + safetensors, index.json)."""
     model = _model(args)
     errors = ErrorLog()
-    emb = model.embed_manifest(args.manifest, batch_size=args.batch_size, workers=args.workers,
-                               on_error=args.on_error, error_log=errors, progress=True)
-    index = {
-        "format": "gramx-embeddings", "format_version": 1, "model": str(Path(args.model).resolve()),
-        "manifest": str(Path(args.manifest).resolve()), "dim": model.dim, "tuples": len(emb),
-        "ids": emb.ids, "labels": emb.labels, "modalities": {},
-    }
-    with atomic_directory(args.output) as tmp:
-        for name in emb.feats:
-            rows = emb.masks[name].nonzero().squeeze(1)
-            if rows.numel() == 0:
-                continue
-            vectors = emb.feats[name][rows].numpy().astype(np.float32)
-            ids = [emb.ids[i] for i in rows.tolist()]
-            np.save(tmp / f"{name}.npy", vectors)
-            save_file({"embeddings": vectors, "rows": rows.numpy().astype(np.int64)},
-                      str(tmp / f"{name}.safetensors"), metadata={"ids": json.dumps(ids), "modality": name})
-            index["modalities"][name] = {
-                "npy": f"{name}.npy", "safetensors": f"{name}.safetensors", "count": len(ids),
-                "rows": rows.tolist(), "ids": ids, "values": [emb.values[name][i] for i in rows.tolist()],
-            }
-        (tmp / "index.json").write_text(json.dumps(index, indent=1) + "\n", encoding="utf-8")
+    emb = embed_manifest(model, args.manifest, batch_size=args.batch_size, workers=args.workers,
+                         on_error=args.on_error, error_log=errors, progress=True)
+    index = save_embeddings(emb, args.output, args.model, args.manifest, model.dim)
     if errors.count:
         print(f"gramx: {errors.summary()}", file=sys.stderr)
     counts = ", ".join(f"{n} {m['count']}" for n, m in index["modalities"].items())
@@ -212,70 +173,24 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_index(folder: Path) -> dict:
-    path = folder / "index.json"
-    if not path.is_file():
-        raise GramxError(f"{folder} is not an embedding index (no index.json)",
-                         hint="create one with: gramx embed MODEL MANIFEST -o FOLDER")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def cmd_search(args: argparse.Namespace) -> int:
     """Rank indexed items (one modality: cosine) or tuples (2+ modalities: Gram volume) for a query."""
-    import numpy as np
-    import torch
-
-    from gramx.volume import VolumeIndex
-
     if (args.query is None) == (args.query_file is None):
         raise GramxError("give exactly one of --query TEXT or --query-file PATH")
-    folder = Path(args.index)
-    index = _read_index(folder)
+    index = EmbeddingIndex.load(args.index)
     qmod = args.query_modality or ("text" if args.query is not None else None)
     if qmod is None:
         raise GramxError("--query-file needs --query-modality NAME (the file's modality, e.g. audio)")
-    available = list(index["modalities"])
-    if args.modality:
-        candidates = [m.strip() for m in args.modality.split(",") if m.strip()]
-    else:
-        candidates = [m for m in available if m != qmod]
-    unknown = [m for m in candidates if m not in available]
-    if unknown or not candidates:
-        raise GramxError(f"the index has no modality {', '.join(unknown) or '(none chosen)'}",
-                         hint=f"indexed modalities: {', '.join(available)}")
+    names = [m.strip() for m in args.modality.split(",") if m.strip()] if args.modality else None
+    candidates = index.candidates(qmod, names)
     model = _model(args)
     value = args.query if args.query is not None else str(Path(args.query_file).resolve())
-    query = model.embed_values(qmod, [value])
-    vectors, rows_per = {}, {}
-    for m in candidates:
-        meta = index["modalities"][m]
-        vectors[m] = torch.from_numpy(np.load(folder / meta["npy"]))
-        rows_per[m] = meta["rows"]
-    if len(candidates) == 1:
-        m = candidates[0]
-        scores = (query @ vectors[m].T)[0]
-        top = scores.topk(min(args.k, scores.numel()))
-        hits = [(rows_per[m][i], s) for s, i in zip(top.values.tolist(), top.indices.tolist())]
-        score_name = "cosine"
-    else:
-        common = sorted(set.intersection(*(set(rows_per[m]) for m in candidates)))
-        if not common:
-            raise GramxError(f"no indexed tuple has all of {', '.join(candidates)}")
-        pos = {m: {r: i for i, r in enumerate(rows_per[m])} for m in candidates}
-        tuples = torch.stack([vectors[m][[pos[m][r] for r in common]] for m in candidates], dim=1)
-        values, idx = VolumeIndex.build(tuples).search(query, k=args.k)
-        hits = [(common[i], v) for v, i in zip(values[0].tolist(), idx[0].tolist())]
-        score_name = "volume"
-    results = []
-    for rank, (row, score) in enumerate(hits, start=1):
-        shown = {m: index["modalities"][m]["values"][index["modalities"][m]["rows"].index(row)]
-                 for m in candidates if row in index["modalities"][m]["rows"]}
-        results.append({"rank": rank, "id": index["ids"][row], score_name: score, "values": shown})
+    score_name, hits = index.search(model.embed_values(qmod, [value]), candidates, k=args.k)
     if args.json:
+        results = [{"rank": h.rank, "id": h.id, score_name: h.score, "values": h.values} for h in hits]
         print(json.dumps({"query_modality": qmod, "candidates": candidates, "results": results}, indent=2))
         return 0
-    _print_table([[str(r["rank"]), r["id"], f"{r[score_name]:.4f}",
-                   "  ".join(str(v) for v in r["values"].values())] for r in results],
+    _print_table([[str(h.rank), h.id, f"{h.score:.4f}", "  ".join(str(v) for v in h.values.values())] for h in hits],
                  ["rank", "id", score_name, "values"])
     return 0
 
@@ -369,8 +284,6 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--json", action="store_true", help="print JSON")
     device_option(search)
     search.set_defaults(func=cmd_search)
-    from gramx.plugins import get_host
-
     get_host().add_commands(commands)  # commands contributed by plugins (e.g. `gramx demo`)
     return parser
 

@@ -19,22 +19,20 @@ folder of the YAML file; ``output.dir`` resolves against the working directory.
 
 from __future__ import annotations
 
-import difflib
 import re
-import types
-import typing
 from pathlib import Path
 from typing import Any, Literal
 
-import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
 
-from gramx.errors import ConfigError, GramxError
+from gramx.errors import ConfigError
+from gramx.plugins import available_modalities, get_modality
+from gramx.validation import Section, validate
 
 __all__ = [
     "HeadConfig",
-    "ModalityEntry",
+    "RunModality",
     "LossConfig",
     "DataConfig",
     "OptimConfig",
@@ -46,17 +44,12 @@ __all__ = [
     "parse_config",
     "apply_overrides",
     "config_schema",
-    "format_validation_error",
 ]
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class HeadConfig(_Section):
+class HeadConfig(Section):
     """The projection head from an encoder's features into the shared space."""
 
     hidden: int = Field(0, ge=0, description="hidden width of a 2-layer MLP head; 0 = one linear layer")
@@ -66,7 +59,7 @@ class HeadConfig(_Section):
     )
 
 
-class ModalityEntry(_Section):
+class RunModality(Section):
     """One modality of the run: its plugin options and its projection head."""
 
     options: dict[str, Any] = Field(
@@ -93,7 +86,7 @@ class ModalityEntry(_Section):
         return self._plugin_config
 
 
-class LossConfig(_Section):
+class LossConfig(Section):
     """The training objective."""
 
     type: Literal["gram", "pairwise", "pairwise_all"] = Field(
@@ -113,7 +106,7 @@ class LossConfig(_Section):
     dam_hidden: int = Field(256, ge=1, description="hidden width of the DAM head")
 
 
-class DataConfig(_Section):
+class DataConfig(Section):
     """Manifests and loading."""
 
     train: Path = Field(description="training manifest (JSONL or CSV)")
@@ -127,7 +120,7 @@ class DataConfig(_Section):
     drop_last: bool = Field(True, description="leave out the last incomplete batch of each epoch")
 
 
-class OptimConfig(_Section):
+class OptimConfig(Section):
     """Optimisation: AdamW with linear warm-up and a cosine schedule."""
 
     lr: float = Field(1e-3, gt=0)
@@ -147,7 +140,7 @@ class OptimConfig(_Section):
     seed: int = 0
 
 
-class EvalConfig(_Section):
+class EvalConfig(Section):
     """Periodic validation on ``data.val``."""
 
     every: int | None = Field(None, ge=1, description="validate every N optimizer steps; None = each epoch end")
@@ -157,7 +150,7 @@ class EvalConfig(_Section):
     batch_size: int = Field(64, ge=1)
 
 
-class OutputConfig(_Section):
+class OutputConfig(Section):
     """Where the run writes, and how often it checkpoints."""
 
     dir: Path = Field(Path("runs/gramx"), description="run folder (relative to the working directory)")
@@ -165,7 +158,7 @@ class OutputConfig(_Section):
     keep_checkpoints: int = Field(2, ge=1)
 
 
-class LoggingConfig(_Section):
+class LoggingConfig(Section):
     """Progress bars, the JSONL metrics log and TensorBoard."""
 
     every: int = Field(10, ge=1, description="log training metrics every N steps")
@@ -173,10 +166,10 @@ class LoggingConfig(_Section):
     tensorboard: bool = True
 
 
-class RunConfig(_Section):
+class RunConfig(Section):
     """A complete training run."""
 
-    modalities: dict[str, ModalityEntry] = Field(description="modality name -> options and head")
+    modalities: dict[str, RunModality] = Field(description="modality name -> options and head")
     dim: int = Field(256, ge=2, description="dimension of the shared embedding space")
     loss: LossConfig = Field(default_factory=LossConfig)
     data: DataConfig
@@ -195,7 +188,7 @@ class RunConfig(_Section):
 
     @field_validator("modalities")
     @classmethod
-    def _check_modalities(cls, value: dict[str, ModalityEntry]) -> dict[str, ModalityEntry]:
+    def _check_modalities(cls, value: dict[str, RunModality]) -> dict[str, RunModality]:
         if len(value) < 2:
             raise ValueError(f"a run needs at least two modalities, got {sorted(value) or 'none'}")
         return value
@@ -212,90 +205,17 @@ class RunConfig(_Section):
         return self
 
 
-# --------------------------------------------------------------------------- errors
-
-
-def _unwrap(annotation: Any) -> Any:
-    """The pydantic model or dict type inside Optional / Union annotations."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        for arm in typing.get_args(annotation):
-            inner = _unwrap(arm)
-            if inner is not None:
-                return inner
-        return None
-    if origin is dict:
-        return annotation
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    return None
-
-
-def _model_at(root: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
-    """The model class whose keys live at ``loc`` (``None`` when it is not a model)."""
-    current: Any = root
-    parts = list(loc)
-    while parts:
-        part = parts.pop(0)
-        if isinstance(current, type) and issubclass(current, BaseModel):
-            field = current.model_fields.get(str(part))
-            if field is None:
-                return None
-            current = _unwrap(field.annotation)
-        elif typing.get_origin(current) is dict:
-            current = _unwrap(typing.get_args(current)[1])
-        else:
-            return None
-        if current is None:
-            return None
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
-
-
-def _path(loc: tuple) -> str:
-    return ".".join(str(p) for p in loc) or "(top level)"
-
-
-def format_validation_error(exc: pydantic.ValidationError, root: type[BaseModel], prefix: tuple = ()) -> str:
-    """One readable line per problem: the key path, what is wrong and the allowed keys."""
-    lines = []
-    for err in exc.errors():
-        loc = prefix + tuple(err["loc"])
-        if err["type"] == "extra_forbidden":
-            parent = _model_at(root, tuple(err["loc"][:-1]))
-            allowed = sorted(parent.model_fields) if parent else []
-            key = str(loc[-1])
-            msg = f"unknown key {_path(loc)!r}; allowed keys: {', '.join(allowed)}"
-            close = difflib.get_close_matches(key, allowed, n=1)
-            if close:
-                msg += f" (did you mean {close[0]!r}?)"
-        elif err["type"] == "missing":
-            msg = f"missing key {_path(loc)!r}"
-        else:
-            text = err["msg"].removeprefix("Value error, ")
-            msg = f"{_path(loc)}: {text}" if loc else text
-            if "input" in err and not isinstance(err["input"], dict | list) and err["type"] != "value_error":
-                msg += f" (got {err['input']!r})"
-        lines.append(msg)
-    return "; ".join(lines)
-
-
 # --------------------------------------------------------------------------- loading
 
 
 def _validate_plugin_options(config: RunConfig) -> None:
-    from gramx.plugins import get_modality
-
     for name, entry in config.modalities.items():
         modality = get_modality(name)
-        try:
-            cfg = modality.config.model_validate(entry.options)
-        except pydantic.ValidationError as exc:
-            raise ConfigError(
-                "invalid config: " + format_validation_error(exc, modality.config, ("modalities", name, "options")),
-                hint=f"the options of {name!r} are defined by its plugin; see `gramx config schema`",
-            ) from None
-        entry._plugin_config = cfg
-        entry.options = cfg.model_dump(mode="json")
+        entry._plugin_config = validate(
+            modality.config, entry.options, "invalid config", ("modalities", name, "options"),
+            hint=f"the options of {name!r} are defined by its plugin; see `gramx config schema`",
+        )
+        entry.options = entry._plugin_config.model_dump(mode="json")
 
 
 def _resolve_paths(config: RunConfig, base: Path) -> None:
@@ -316,11 +236,7 @@ def parse_config(data: Any, base: str | Path = ".", plugins: bool = True) -> Run
     """
     if not isinstance(data, dict):
         raise ConfigError(f"a run config must be a mapping of sections, got {type(data).__name__}")
-    try:
-        config = RunConfig.model_validate(data)
-    except pydantic.ValidationError as exc:
-        raise ConfigError("invalid config: " + format_validation_error(exc, RunConfig),
-                          hint="`gramx config schema` lists every key") from None
+    config = validate(RunConfig, data, "invalid config", hint="`gramx config schema` lists every key")
     _resolve_paths(config, Path(base))
     if plugins:
         _validate_plugin_options(config)
@@ -388,16 +304,11 @@ def load_config(path: str | Path, overrides: list[str] | None = None, plugins: b
 def config_schema() -> dict:
     """JSON schema of a run config, with the options of each installed modality filled in."""
     schema = RunConfig.model_json_schema()
-    try:
-        from gramx.plugins import available_modalities
-
-        modalities = available_modalities()
-    except GramxError:  # pragma: no cover - discovery never raises, but be safe
-        modalities = {}
+    modalities = available_modalities()
     if modalities:
         props = {}
         for name, modality in modalities.items():
-            entry = ModalityEntry.model_json_schema()
+            entry = RunModality.model_json_schema()
             entry.pop("$defs", None)
             entry["properties"]["options"] = modality.config.model_json_schema()
             entry["properties"]["head"] = {"$ref": "#/$defs/HeadConfig"}

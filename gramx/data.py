@@ -16,15 +16,15 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, DistributedSampler
 
-from gramx.errors import GramxError, LoadError
+from gramx.errors import GramxError
 from gramx.modality import Modality
 
 __all__ = [
@@ -38,11 +38,15 @@ __all__ = [
     "check_errors",
     "to_device",
     "cache_key",
-    "encode_unique",
+    "problem_text",
+    "iter_unique",
     "load_unique",
+    "ResumableSampler",
 ]
 
 RESERVED = ("id", "label")
+#: What to do about a bad row, for error hints.
+SKIP_HINT = "fix or remove the row, or leave bad rows out (data.on_error=skip, or --on-error skip)"
 _INT = re.compile(r"^-?\d+$")
 
 
@@ -78,6 +82,10 @@ class Manifest:
     @property
     def has_labels(self) -> bool:
         return bool(self.rows) and all(r.label is not None for r in self.rows)
+
+    def row_error(self, row: Row, name: str, problem: str) -> str:
+        """The message for a row whose ``name`` value failed: ``"train.jsonl line 6 (audio): ..."``."""
+        return f"{self.path.name} line {row.line} ({name}): {problem}"
 
 
 def _row(path: Path, line: int, record: Any) -> Row:
@@ -150,12 +158,19 @@ class ErrorLog:
         return f"skipped {self.count} bad {what}: " + " | ".join(self.examples) + more
 
 
+def problem_text(value: Any, exc: BaseException) -> str:
+    """What went wrong loading ``value``: a gramx error's own message, else the value and the exception."""
+    return str(exc) if isinstance(exc, GramxError) else f"{value}: {type(exc).__name__}: {exc}"
+
+
 class ManifestDataset(Dataset):
     """Loads one tuple per index with each modality's ``load``.
 
     ``modalities`` maps name -> ``(Modality, cfg)``. Modalities named in ``passthrough``
-    are not loaded: their (path-resolved) value is returned as is, e.g. for cached features.
-    An item is ``{"index", "values": {name: sample}, "error": None | (line, message)}``.
+    are not loaded: their (path-resolved) value is returned as is, e.g. for cached features
+    or preloaded samples. ``failed[name]`` maps :func:`cache_key` of values known to fail
+    (found while caching or preloading) to their problem. An item is ``{"index", "values":
+    {name: sample}, "error": None | (line, message)}``.
     """
 
     def __init__(
@@ -163,10 +178,12 @@ class ManifestDataset(Dataset):
         manifest: Manifest,
         modalities: Mapping[str, tuple[Modality, Any]],
         passthrough: Iterable[str] = (),
+        failed: Mapping[str, Mapping[Any, str]] | None = None,
     ):
         self.manifest = manifest
         self.modalities = dict(modalities)
         self.passthrough = set(passthrough)
+        self.failed = dict(failed or {})
 
     def __len__(self) -> int:
         return len(self.manifest.rows)
@@ -174,11 +191,7 @@ class ManifestDataset(Dataset):
     def value(self, row: Row, name: str) -> Any:
         """The manifest value of ``name`` in ``row``, with relative paths resolved."""
         value = row.values.get(name)
-        modality = self.modalities[name][0]
-        if value is not None and modality.value_is_path and isinstance(value, str):
-            p = Path(value).expanduser()
-            value = str(p if p.is_absolute() else self.manifest.root / p)
-        return value
+        return None if value is None else self.modalities[name][0].resolve_value(value, self.manifest.root)
 
     def __getitem__(self, index: int) -> dict:
         row = self.manifest.rows[index]
@@ -187,15 +200,17 @@ class ManifestDataset(Dataset):
             value = self.value(row, name)
             if value is None:
                 continue
-            if name in self.passthrough:
+            problem = self.failed.get(name, {}).get(cache_key(value))
+            if problem is None and name in self.passthrough:
                 values[name] = value
                 continue
-            try:
-                values[name] = modality.load(value, cfg)
-            except Exception as exc:  # any plugin failure is reported with the line
-                problem = str(exc) if isinstance(exc, LoadError) else f"{value}: {type(exc).__name__}: {exc}"
-                message = f"{self.manifest.path.name} line {row.line} ({name}): {problem}"
-                return {"index": index, "values": {}, "error": (row.line, message)}
+            if problem is None:
+                try:
+                    values[name] = modality.load(value, cfg)
+                    continue
+                except Exception as exc:  # any plugin failure is reported with the line
+                    problem = problem_text(value, exc)
+            return {"index": index, "values": {}, "error": (row.line, self.manifest.row_error(row, name, problem))}
         return {"index": index, "values": values, "error": None}
 
 
@@ -246,7 +261,7 @@ def check_errors(batch: dict, on_error: str, log: ErrorLog | None = None) -> Non
         return
     if on_error == "raise":
         line, message = batch["errors"][0]
-        raise DataError(message, hint="fix or remove the row, or set data.on_error=skip to leave bad rows out")
+        raise DataError(message, hint=SKIP_HINT)
     if log is not None:
         log.add(batch["errors"])
 
@@ -286,64 +301,49 @@ class _ValueDataset(Dataset):
 
     def __getitem__(self, i: int):
         try:
-            return i, self.modality.load(self.values[i], self.cfg), None
+            return self.values[i], self.modality.load(self.values[i], self.cfg), None
         except Exception as exc:  # reported per row by the caller
-            problem = str(exc) if isinstance(exc, GramxError) else f"{self.values[i]}: {type(exc).__name__}: {exc}"
-            return i, None, problem
+            return self.values[i], None, problem_text(self.values[i], exc)
 
 
-@torch.no_grad()
-def encode_unique(
-    values: list,
-    modality: Modality,
-    cfg: Any,
-    encode,
-    batch_size: int = 64,
-    workers: int = 0,
-    device: torch.device | str = "cpu",
-) -> tuple[dict, torch.Tensor, dict]:
-    """Load and encode each distinct value once: ``(key -> row, table [U, F], key -> problem)``.
+def iter_unique(values: Iterable, modality: Modality, cfg: Any, batch_size: int = 16, workers: int = 0,
+                ) -> Iterator[list[tuple[Any, Any, str | None]]]:
+    """Load each distinct value once (in DataLoader workers), in batches of ``(value, sample, problem)``.
 
-    ``encode(batch) -> [n, F]`` runs on the collated batch moved to ``device``. Values that
-    fail to load are left out of the table and reported in the third result.
+    ``sample`` is ``None`` and ``problem`` says why when a value fails to load.
     """
     from torch.utils.data import DataLoader
 
-    device = torch.device(device)
     unique = list({cache_key(v): v for v in values}.values())
-    loader = DataLoader(
-        _ValueDataset(unique, modality, cfg), batch_size=batch_size, num_workers=workers,
-        collate_fn=_as_list, generator=torch.Generator().manual_seed(0), pin_memory=device.type == "cuda",
-    )
-    index: dict = {}
-    feats: list[torch.Tensor] = []
-    failed: dict = {}
-    for items in loader:
-        good = [(i, s) for i, s, err in items if err is None]
-        failed.update({cache_key(unique[i]): err for i, _, err in items if err is not None})
-        if not good:
-            continue
-        batch = to_device(modality.make_batch([s for _, s in good], cfg), device, device.type == "cuda")
-        feats.append(encode(batch))
-        for i, _ in good:
-            index[cache_key(unique[i])] = len(index)
-    table = torch.cat(feats) if feats else torch.zeros(0, device=device)
-    return index, table, failed
+    yield from DataLoader(_ValueDataset(unique, modality, cfg), batch_size=batch_size, num_workers=workers,
+                          collate_fn=_as_list, generator=torch.Generator().manual_seed(0))
 
 
-def load_unique(values: list, modality: Modality, cfg: Any, workers: int = 0) -> tuple[dict, dict]:
+def load_unique(values: Iterable, modality: Modality, cfg: Any, workers: int = 0) -> tuple[dict, dict]:
     """Load each distinct value once: ``(key -> sample, key -> problem)`` (see :func:`cache_key`)."""
-    from torch.utils.data import DataLoader
-
-    unique = list({cache_key(v): v for v in values}.values())
-    loader = DataLoader(_ValueDataset(unique, modality, cfg), batch_size=16, num_workers=workers,
-                        collate_fn=_as_list, generator=torch.Generator().manual_seed(0))
     samples: dict = {}
     failed: dict = {}
-    for items in loader:
-        for i, sample, err in items:
-            if err is None:
-                samples[cache_key(unique[i])] = sample
+    for items in iter_unique(values, modality, cfg, workers=workers):
+        for value, sample, problem in items:
+            if problem is None:
+                samples[cache_key(value)] = sample
             else:
-                failed[cache_key(unique[i])] = err
+                failed[cache_key(value)] = problem
     return samples, failed
+
+
+class ResumableSampler(DistributedSampler):
+    """``DistributedSampler`` (seeded per epoch) that can skip the samples already consumed."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.skip = 0
+
+    def __iter__(self) -> Iterator[int]:
+        it = super().__iter__()
+        for _ in range(self.skip):
+            next(it, None)
+        return it
+
+    def __len__(self) -> int:
+        return max(0, super().__len__() - self.skip)

@@ -1,4 +1,4 @@
-"""Multi-process training helpers (``torchrun --nproc-per-node N -m gramx train run.yaml``).
+"""Devices and multi-process training (``torchrun --nproc-per-node N -m gramx train run.yaml``).
 
 The backend is chosen from the device: NCCL on CUDA, gloo on CPU. :func:`gather_features`
 all-gathers features and presence masks so that the loss sees the global batch, with the
@@ -23,6 +23,7 @@ import torch.distributed as dist
 from gramx.errors import GramxError
 
 __all__ = [
+    "resolve_device",
     "DistContext",
     "init_distributed",
     "cleanup",
@@ -31,6 +32,16 @@ __all__ = [
     "barrier",
     "sum_scalar",
 ]
+
+
+def resolve_device(request: str = "auto") -> torch.device:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda``/``cuda:N``/``cpu`` as given."""
+    if request == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(request)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise GramxError(f"device {request!r} requested but CUDA is not available", hint="use --device cpu")
+    return device
 
 
 @dataclass
@@ -65,8 +76,6 @@ def init_distributed(device: str = "auto") -> DistContext:
     ``device``: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``. Under
     torchrun, ``cuda`` means ``cuda:LOCAL_RANK``.
     """
-    from gramx.model import resolve_device
-
     rank, world, local_rank = _env_world()
     resolved = resolve_device(device)
     if resolved.type == "cuda" and world > 1 and resolved.index is None:

@@ -1,16 +1,30 @@
-"""Retrieval metrics and zero-shot classification over score matrices.
+"""Evaluation: retrieval metrics over score matrices, zero-shot accuracy and the evaluation report.
 
 Ranks are pessimistic about ties: a candidate that scores exactly as well as the query's
 best relevant item counts against the query (duplicate captions are common in real test
 sets, and resolving ties in the query's favour inflates recall).
+
+:func:`evaluate` embeds a manifest with a model and returns the report of DESIGN.md::
+
+    {"tuples": N, "retrieval": {"a->b": metrics}, "nway": {"a->(b,c)": metrics, "(b,c)->a": ...},
+     "nway_cosine": {same keys}, "zeroshot": {"b": accuracy}}
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 import numpy as np
 import torch
 
-__all__ = ["ranks", "retrieval_metrics", "average_precision", "zeroshot_accuracy"]
+from gramx.data import ErrorLog, Manifest
+from gramx.embed import Embeddings, embed_manifest
+from gramx.errors import GramxError
+from gramx.volume import volume_matrix
+
+__all__ = ["ranks", "retrieval_metrics", "average_precision", "zeroshot_accuracy", "evaluate", "read_classes",
+           "summarize"]
 
 RECALL_AT = (1, 5, 10)
 
@@ -91,10 +105,6 @@ def zeroshot_accuracy(items: torch.Tensor, prompts: torch.Tensor, labels) -> flo
 
 
 # --------------------------------------------------------------------------- evaluation reports
-# ``evaluate(model, manifest)`` returns the "Evaluation report" of DESIGN.md:
-# {"tuples": N, "retrieval": {"a->b": metrics}, "nway": {"a->(b,c)": metrics}, "zeroshot": {"b": acc}}
-
-__all__ += ["evaluate", "report_from_embeddings", "read_classes"]
 
 REPORT_PARTS = ("retrieval", "nway", "zeroshot")
 
@@ -103,10 +113,6 @@ def read_classes(source) -> list[str]:
     """Class names from a file (line i = label i) or a list of names."""
     if isinstance(source, list | tuple):
         return [str(c) for c in source]
-    from pathlib import Path
-
-    from gramx.errors import GramxError
-
     path = Path(source)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -156,8 +162,6 @@ def _zeroshot_targets(labels, classes: list[str] | None) -> tuple[list[str], lis
         elif str(label) in index:
             targets.append(index[str(label)])
         else:
-            from gramx.errors import GramxError
-
             raise GramxError(
                 f"label {label!r} has no class name ({len(classes)} classes given)",
                 hint="the classes file needs one line per label: line i names label i",
@@ -165,22 +169,35 @@ def _zeroshot_targets(labels, classes: list[str] | None) -> tuple[list[str], lis
     return classes, targets
 
 
-def report_from_embeddings(
-    emb,
-    model=None,
-    classes=None,
-    template: str = "{}",
-    parts=REPORT_PARTS,
-    text_modality: str = "text",
-) -> dict:
-    """The evaluation report for precomputed :class:`gramx.model.Embeddings`.
+def _nway(emb: Embeddings, names: list[str]) -> tuple[dict, dict]:
+    """N-way retrieval over the rows where every modality is present, by volume and by cosine sum.
 
-    ``model`` is needed for zero-shot (to embed the class prompts with its ``text`` modality).
+    For each modality ``q``: ``q->(others)`` ranks tuples of the others for each item of
+    ``q``, and ``(others)->q`` ranks items of ``q`` for each tuple (the transposed scores).
     """
-    from gramx.volume import volume_matrix
+    by_volume, by_cosine = {}, {}
+    rows = _both(emb.masks, names)
+    if rows.numel() == 0:
+        return by_volume, by_cosine
+    positives = _positives(emb.labels, rows)
+    for q in names:
+        others = [n for n in names if n != q]
+        query = emb.feats[q][rows]
+        volumes = volume_matrix(query, torch.stack([emb.feats[o][rows] for o in others], dim=1))
+        cosines = sum(query @ emb.feats[o][rows].T for o in others)
+        tuple_name = f"({','.join(others)})"
+        for key, transpose in ((f"{q}->{tuple_name}", False), (f"{tuple_name}->{q}", True)):
+            pos = None if positives is None else (positives.T if transpose else positives)
+            by_volume[key] = retrieval_metrics(volumes.T if transpose else volumes, False, pos)
+            by_cosine[key] = retrieval_metrics(cosines.T if transpose else cosines, True, pos)
+    return by_volume, by_cosine
 
+
+def _report(emb: Embeddings, model, classes, template: str, parts: Sequence[str], text_modality: str = "text",
+            ) -> dict:
+    """The evaluation report of ``emb``; ``model`` embeds the zero-shot prompts with its ``text`` modality."""
     names = [n for n in emb.feats if bool(emb.masks[n].any())]
-    report: dict = {"tuples": len(emb), "retrieval": {}, "nway": {}, "zeroshot": {}}
+    report: dict = {"tuples": len(emb), "retrieval": {}, "nway": {}, "nway_cosine": {}, "zeroshot": {}}
     if "retrieval" in parts:
         for a in names:
             for b in names:
@@ -194,14 +211,7 @@ def report_from_embeddings(
                     scores, higher_is_better=True, positives=_positives(emb.labels, rows)
                 )
     if "nway" in parts and len(names) >= 3:
-        rows = _both(emb.masks, names)
-        for q in names if rows.numel() else []:
-            others = [n for n in names if n != q]
-            tuples = torch.stack([emb.feats[o][rows] for o in others], dim=1)
-            scores = volume_matrix(emb.feats[q][rows], tuples)
-            report["nway"][f"{q}->({','.join(others)})"] = retrieval_metrics(
-                scores, higher_is_better=False, positives=_positives(emb.labels, rows)
-            )
+        report["nway"], report["nway_cosine"] = _nway(emb, names)
     if "zeroshot" in parts and model is not None and text_modality in getattr(model, "names", []):
         if classes is not None and not isinstance(classes, list):
             classes = read_classes(classes)
@@ -224,24 +234,43 @@ def report_from_embeddings(
 
 def evaluate(
     model,
-    manifest,
+    manifest: str | Path | Manifest | Embeddings,
     classes=None,
     template: str = "{}",
     batch_size: int = 64,
     workers: int = 0,
     on_error: str = "raise",
-    parts=REPORT_PARTS,
+    parts: Sequence[str] = REPORT_PARTS,
     progress: bool = False,
+    error_log: ErrorLog | None = None,
 ) -> dict:
     """Evaluate a :class:`gramx.model.GramxModel` on a manifest; returns the evaluation report.
 
+    ``manifest`` is a path, a :class:`gramx.data.Manifest`, or :class:`gramx.embed.Embeddings`
+    already computed with ``model`` (then nothing is embedded again).
     ``retrieval``: every ordered modality pair (cosine similarity) over rows where both are
-    present; ``nway``: each modality as query against the tuples of all the others (Gram
-    volume; three or more modalities, rows where all are present); ``zeroshot``: items of
-    each non-text modality classified by their nearest class prompt (``classes``: a file
-    or list, line i = label i; default: the labels when they are strings). Relevance is
-    label-level when every row involved has a label, else the row itself.
+    present; ``nway``: each modality as query against the tuples of all the others and each
+    such tuple against the modality (Gram volume; three or more modalities, rows where all
+    are present), ``nway_cosine`` the same scored by the sum of cosine similarities;
+    ``zeroshot``: items of each non-text modality classified by their nearest class prompt
+    (``classes``: a file or list, line i = label i; default: the labels when they are
+    strings). Relevance is label-level when every row involved has a label, else the row
+    itself. Rows that fail to load raise, or with ``on_error="skip"`` are left out and
+    recorded in ``error_log``.
     """
-    emb = model.embed_manifest(manifest, batch_size=batch_size, workers=workers, on_error=on_error,
-                               progress=progress)
-    return report_from_embeddings(emb, model=model, classes=classes, template=template, parts=parts)
+    emb = manifest if isinstance(manifest, Embeddings) else embed_manifest(
+        model, manifest, batch_size=batch_size, workers=workers, on_error=on_error, error_log=error_log,
+        progress=progress)
+    return _report(emb, model, classes, template, parts)
+
+
+def summarize(report: dict) -> str:
+    """A one-line digest of an evaluation report: mean R@1 per kind and zero-shot accuracy."""
+    out = []
+    for kind in ("retrieval", "nway"):
+        values = [m["R@1"] for m in report.get(kind, {}).values()]
+        if values:
+            out.append(f"{kind} mean R@1 {sum(values) / len(values):.1f}")
+    for key, acc in report.get("zeroshot", {}).items():
+        out.append(f"zero-shot {key} {acc:.1f}%")
+    return ", ".join(out) or "no metrics"

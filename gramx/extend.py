@@ -17,14 +17,19 @@ import copy
 from functools import partial
 from pathlib import Path
 
-import pydantic
 import torch
 from pydantic import Field
 
 from gramx.bridge import BridgePools, Projector, fit_projector, pseudo_tuples
-from gramx.config import RunConfig, _Section, apply_overrides, format_validation_error, read_yaml
+from gramx.config import RunConfig, apply_overrides, read_yaml
+from gramx.distributed import resolve_device
+from gramx.embed import embed_manifest
 from gramx.errors import ConfigError, GramxError
-from gramx.model import GramxModel, ModalitySpec, _plugin_info, load_model, resolve_device
+from gramx.model import GramxModel, load_model
+from gramx.model_dir import SavedModality, saved_plugin
+from gramx.train import train
+from gramx.validation import Section, validate
+from gramx.version import __version__
 
 __all__ = ["grow_model", "add_modalities", "BridgeConfig", "load_bridge_config", "bridge_spaces"]
 
@@ -42,8 +47,6 @@ def grow_model(base_dir: str | Path, run: RunConfig) -> GramxModel:
     Modalities the base model already has keep the base model's options and weights; the
     run file lists them only so that the loss trains the new ones against them.
     """
-    from gramx import __version__
-
     base = load_model(base_dir)
     if run.dim != base.dim:
         raise ConfigError(f"the run's dim is {run.dim} but the base model's space has {base.dim} dimensions",
@@ -55,8 +58,8 @@ def grow_model(base_dir: str | Path, run: RunConfig) -> GramxModel:
     config.gramx_version = __version__
     for name in new:
         entry = run.modalities[name]
-        config.modalities[name] = ModalitySpec(
-            plugin=_plugin_info(name), config=entry.plugin_config.model_dump(mode="json"), head=entry.head
+        config.modalities[name] = SavedModality(
+            plugin=saved_plugin(name), config=entry.plugin_config.model_dump(mode="json"), head=entry.head
         )
     config.lineage.append({
         "operation": "add", "base": str(Path(base_dir).resolve()),
@@ -74,19 +77,17 @@ def grow_model(base_dir: str | Path, run: RunConfig) -> GramxModel:
 
 def add_modalities(base_dir: str | Path, run: RunConfig, resume: bool = False, device: str | None = None) -> Path:
     """Train ``run``'s new modalities against the frozen base model; returns the model directory."""
-    from gramx.train import train
-
     return train(run, resume=resume, device=device, build_model=partial(grow_model, base_dir))
 
 
-class ProjectorConfig(_Section):
+class ProjectorConfig(Section):
     """The projector mapping the leaf space into the base space."""
 
     hidden: int = Field(512, ge=1, description="width of the residual MLP blocks")
     depth: int = Field(2, ge=0, description="number of residual blocks")
 
 
-class BridgeConfig(_Section):
+class BridgeConfig(Section):
     """A bridge run: project leaf space B into base space A through a shared modality."""
 
     base: Path = Field(description="model directory of the base space A")
@@ -118,10 +119,7 @@ def load_bridge_config(path: str | Path, overrides: list[str] | None = None) -> 
     """
     path = Path(path)
     data = apply_overrides(read_yaml(path), overrides or [])
-    try:
-        config = BridgeConfig.model_validate(data)
-    except pydantic.ValidationError as exc:
-        raise ConfigError(f"{path}: invalid bridge config: " + format_validation_error(exc, BridgeConfig)) from None
+    config = validate(BridgeConfig, data, f"{path}: invalid bridge config")
     # pools are inputs beside the file; models and output belong to runs in the working folder
     config.pools = {m: (path.parent / p).resolve() for m, p in config.pools.items()}
     config.base, config.leaf, config.output = (p.expanduser().resolve() for p in (config.base, config.leaf, config.output))
@@ -129,7 +127,7 @@ def load_bridge_config(path: str | Path, overrides: list[str] | None = None) -> 
 
 
 def _pool(model: GramxModel, manifest: Path, name: str, progress: bool) -> torch.Tensor:
-    emb = model.embed_manifest(manifest, modalities=[name], progress=progress)
+    emb = embed_manifest(model, manifest, modalities=[name], progress=progress)
     feats = emb.feats[name][emb.masks[name]]
     if feats.shape[0] == 0:
         raise GramxError(f"{manifest}: no row has a {name!r} value for the {name} pool")

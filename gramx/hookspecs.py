@@ -2,7 +2,9 @@
 
 A plugin is a module (or object) named by an entry point in group ``gramx`` whose
 functions are decorated with :data:`gramx.hookimpl`. Implementations may take fewer
-arguments than a spec lists; arguments are only ever appended, never renamed.
+arguments than a spec lists (each gets only the arguments it names); arguments are only
+ever appended, never renamed. A plugin is all or nothing: if any of its hooks raises,
+nothing it registered is kept and ``gramx plugins list`` shows the error.
 """
 
 from __future__ import annotations
@@ -36,13 +38,15 @@ def gramx_register_modalities(register):
 def gramx_register_commands(subparsers):
     """Add sub-commands to the ``gramx`` command line.
 
-    Called once per plugin when the CLI builds its parser. Add commands with
-    ``subparsers.add_parser(name, help=...)`` and give each a handler with
-    ``parser.set_defaults(func=handler)``; the handler receives the parsed
-    ``argparse.Namespace`` and returns an exit status. A plugin whose hook raises is
-    recorded with its error and its commands are left out.
+    Called once per plugin when gramx discovers plugins, right after
+    :func:`gramx_register_modalities`. Add commands with
+    ``parser = subparsers.add_parser(name, help=...)`` (argparse's arguments) and give each
+    a handler with ``parser.set_defaults(func=handler)``; the handler receives the parsed
+    ``argparse.Namespace`` and returns an exit status. The commands join the ``gramx``
+    parser only if every hook of the plugin succeeds: a hook that raises, or a command
+    without a handler, disables the whole plugin (its modalities too) and records the error.
 
-    :param subparsers: the ``argparse`` sub-parsers object of the ``gramx`` command.
+    :param subparsers: stands in for the ``gramx`` sub-parsers; it has ``add_parser``.
     :return: nothing.
 
     .. versionadded:: 0.1

@@ -9,30 +9,49 @@ losses and the temperature module.
 - :class:`GramLoss`: GRAM's volume contrastive loss, anchor vs the tuple of the others.
 - :class:`PairwiseInfoNCE`: the CLIP / ImageBind baseline, anchored or over all pairs.
 - :class:`DataAnchorMatching`: GRAM's matching head with volume-mined hard negatives.
+
+:class:`Objective` sums a run's weighted terms; :data:`LOSS_TYPES` is the table of the
+``loss.type`` values a run file may name, and :func:`build_objective` assembles the
+objective a run's ``loss`` section describes. A loss raises :class:`NothingToContrast`
+when no sample of the batch can take part in it (and only then).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gramx.config import LossConfig
+from gramx.distributed import gather_features
+from gramx.errors import GramxError
 from gramx.volume import volume_matrix
 
 __all__ = [
+    "NothingToContrast",
     "Temperature",
     "GramLoss",
     "PairwiseInfoNCE",
     "DataAnchorMatching",
     "symmetric_cross_entropy",
     "anchor_volumes",
+    "Objective",
+    "LossType",
+    "LOSS_TYPES",
+    "build_objective",
+    "describe_loss",
 ]
 
 Feats = Mapping[str, torch.Tensor]
 Masks = Mapping[str, torch.Tensor] | None
+
+
+class NothingToContrast(GramxError, ValueError):
+    """No sample of the batch can take part in a loss (e.g. none has the anchor and another modality)."""
 
 
 class Temperature(nn.Module):
@@ -139,7 +158,7 @@ class GramLoss(nn.Module):
                 continue
             losses.append(self.reducer(symmetric_cross_entropy(-volumes / t, self.label_smoothing)))
         if not losses:
-            raise ValueError("no sample in the batch has an anchor and another modality")
+            raise NothingToContrast("no sample in the batch has an anchor and another modality")
         return torch.stack(losses).mean()
 
 
@@ -188,7 +207,7 @@ class PairwiseInfoNCE(nn.Module):
             logits = self.distance(feats[a][rows].float(), feats[b][rows].float()) / t
             losses.append(self.reducer(symmetric_cross_entropy(logits, self.label_smoothing)))
         if not losses:
-            raise ValueError("no sample in the batch has both modalities of any pair")
+            raise NothingToContrast("no sample in the batch has both modalities of any pair")
         return torch.stack(losses).mean()
 
 
@@ -235,7 +254,7 @@ class DataAnchorMatching(nn.Module):
             volumes, rows = anchor_volumes(feats, masks, self.anchor)
         n = rows.numel()
         if n < 2:
-            raise ValueError("DAM needs at least two samples with an anchor and another modality")
+            raise NothingToContrast("DAM needs at least two samples with an anchor and another modality")
         logits = -volumes / self.temperature
         logits.fill_diagonal_(float("-inf"))  # the positive is never its own negative
         neg_tuple = rows[torch.multinomial(logits.softmax(dim=1), 1).squeeze(1)]
@@ -244,3 +263,120 @@ class DataAnchorMatching(nn.Module):
         tuple_rows = torch.cat([rows, neg_tuple, rows])
         target = torch.cat([torch.ones(n), torch.zeros(2 * n)]).to(volumes.device)
         return F.binary_cross_entropy_with_logits(self.score(feats, masks, anchor_rows, tuple_rows), target)
+
+
+class Objective(nn.Module):
+    """The contrastive loss plus optional extra terms, summed by weight.
+
+    ``extras`` maps a term's name (``pairwise``, ``dam``) to ``(module, weight)``. Calling it
+    returns ``(total, parts)`` with each computed term by name (``contrastive`` first). A
+    term that raises :class:`NothingToContrast` for a batch is left out of the sum and of
+    ``parts``; when no term can be computed, :class:`NothingToContrast` is raised.
+    """
+
+    def __init__(self, contrastive: nn.Module, extras: Mapping[str, tuple[nn.Module, float]] | None = None):
+        super().__init__()
+        self.contrastive = contrastive
+        self.extras = nn.ModuleDict({name: module for name, (module, _) in (extras or {}).items()})
+        self.weights = {"contrastive": 1.0, **{name: weight for name, (_, weight) in (extras or {}).items()}}
+
+    @property
+    def term_names(self) -> list[str]:
+        """The names of the terms, ``contrastive`` first."""
+        return list(self.weights)
+
+    def forward(self, feats: Feats, masks: Masks = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        parts = {}
+        for name, term in (("contrastive", self.contrastive), *self.extras.items()):
+            try:
+                parts[name] = term(feats, masks)
+            except NothingToContrast:
+                continue
+        if not parts:
+            raise NothingToContrast("no term of the objective can use this batch")
+        total = sum(self.weights[name] * value for name, value in parts.items())
+        return total, parts
+
+    def global_loss(self, feats: Feats, masks: Masks, seed: tuple[int, ...] = (0,),
+                    ) -> tuple[torch.Tensor, dict[str, float], int]:
+        """The objective on the global batch of all processes: ``(loss, parts, global rows)``.
+
+        Features and masks are gathered from every process (gradients flow to the local rows,
+        :func:`gramx.distributed.gather_features`). The loss's own randomness (DAM's negative
+        sampling) is seeded from ``seed`` so that every process computes the same global loss
+        and a resumed run draws the same samples. A batch that no term can use gives a zero
+        loss that still reaches every parameter (DDP needs a backward on every process) and
+        empty ``parts``.
+        """
+        feats, masks = gather_features(feats, masks)
+        rows = next(iter(feats.values())).shape[0]
+        device = next(iter(feats.values())).device
+        devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices, device_type=device.type if device.type != "cpu" else "cuda"):
+            s = hash(seed) & 0x7FFF_FFFF_FFFF
+            torch.default_generator.manual_seed(s)
+            if device.type == "cuda":
+                torch.cuda.manual_seed(s)
+            try:
+                loss, parts = self(feats, masks)
+            except NothingToContrast:
+                loss, parts = sum(f.sum() for f in feats.values()) * 0.0, {}
+        return loss, {k: float(v.detach()) for k, v in parts.items()}, rows
+
+    @property
+    def temperature(self) -> float:
+        """The contrastive term's current temperature."""
+        return float(self.contrastive.temperature().detach())
+
+
+@dataclass(frozen=True)
+class LossType:
+    """One ``loss.type`` of a run file: how to build its contrastive term and how to name it."""
+
+    build: Callable[[LossConfig, Temperature, dict], nn.Module]
+    describe: Callable[[LossConfig], str]
+
+
+#: The contrastive terms a run's ``loss.type`` may name.
+LOSS_TYPES: dict[str, LossType] = {
+    "gram": LossType(
+        build=lambda cfg, t, extra: GramLoss(anchor=cfg.anchor, temperature=t, **extra),
+        describe=lambda cfg: f"the GRAM volume loss (anchor {cfg.anchor})",
+    ),
+    "pairwise": LossType(
+        build=lambda cfg, t, extra: PairwiseInfoNCE(anchor=cfg.anchor, temperature=t, **extra),
+        describe=lambda cfg: f"pairwise InfoNCE (anchor {cfg.anchor})",
+    ),
+    "pairwise_all": LossType(
+        build=lambda cfg, t, extra: PairwiseInfoNCE(anchor=None, temperature=t, **extra),
+        describe=lambda cfg: "pairwise InfoNCE over all pairs",
+    ),
+}
+
+
+def build_objective(cfg: LossConfig, modalities: list[str], dim: int) -> Objective:
+    """The objective a run's ``loss`` section describes, for a model with ``modalities`` in ``dim`` dims.
+
+    Every temperature, the extra pairwise term's included, is trained unless
+    ``cfg.learn_temperature`` is false.
+    """
+    extra = {} if cfg.label_smoothing is None else {"label_smoothing": cfg.label_smoothing}
+    contrastive = LOSS_TYPES[cfg.type].build(cfg, Temperature(cfg.temperature, learnable=cfg.learn_temperature), extra)
+    extras = {}
+    if cfg.pairwise_weight:
+        anchor = None if cfg.anchor == "all" else cfg.anchor
+        pairwise = PairwiseInfoNCE(anchor=anchor, temperature=Temperature(cfg.temperature,
+                                                                          learnable=cfg.learn_temperature))
+        extras["pairwise"] = (pairwise, cfg.pairwise_weight)
+    if cfg.dam_weight:
+        dam = DataAnchorMatching(sorted(modalities), dim, anchor=cfg.anchor, hidden=cfg.dam_hidden)
+        extras["dam"] = (dam, cfg.dam_weight)
+    return Objective(contrastive, extras)
+
+
+def describe_loss(cfg: LossConfig) -> str:
+    """The objective in words, for the model card: ``"the GRAM volume loss (anchor text) + 0.5 x DAM"``."""
+    text = LOSS_TYPES[cfg.type].describe(cfg)
+    if cfg.pairwise_weight:
+        text += f" + {cfg.pairwise_weight} x pairwise InfoNCE"
+    return text + (f" + {cfg.dam_weight} x DAM" if cfg.dam_weight else "")

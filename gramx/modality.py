@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pydantic
@@ -13,7 +15,7 @@ from torch.utils.data import default_collate
 
 from gramx.errors import PluginError
 
-__all__ = ["Modality", "default_collate_samples"]
+__all__ = ["Modality", "default_collate_samples", "resolve_path"]
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -21,6 +23,17 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 def default_collate_samples(samples: list[Any], cfg: pydantic.BaseModel) -> Any:
     """Stack a list of tensors (or dicts of tensors) into a batch."""
     return default_collate(samples)
+
+
+def resolve_path(value: Any, root: str | Path) -> Any:
+    """The default rule for path values: a relative path (a string) is joined to ``root``.
+
+    Anything that is not a string or path is returned unchanged; ``~`` is expanded.
+    """
+    if not isinstance(value, str | os.PathLike):
+        return value
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else Path(root) / path)
 
 
 @dataclass(frozen=True)
@@ -38,6 +51,10 @@ class Modality:
     - ``value_is_path``: manifest values are file paths (resolved against the manifest's
       folder); ``False`` for modalities whose values are the data itself, such as text.
     - ``samples``: example inputs (e.g. paths of shipped files) for ``gramx plugins check``.
+    - ``resolve(value, root)``: the value with its relative paths made absolute against
+      ``root`` (the manifest's folder), for values that hold paths inside a structure, such
+      as ``{"path": "a.srt", "start": 1}``; by default a string value is joined to ``root``
+      (:func:`resolve_path`) when ``value_is_path`` is true.
     """
 
     name: str
@@ -48,6 +65,7 @@ class Modality:
     description: str = ""
     value_is_path: bool = True
     samples: Sequence[Any] = field(default_factory=tuple)
+    resolve: Callable[[Any, Path], Any] | None = None
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -55,8 +73,9 @@ class Modality:
         for attr in ("load", "build_encoder"):
             if not callable(getattr(self, attr)):
                 raise PluginError(f"modality {self.name!r}: {attr} must be callable")
-        if self.collate is not None and not callable(self.collate):
-            raise PluginError(f"modality {self.name!r}: collate must be callable or None")
+        for attr in ("collate", "resolve"):
+            if getattr(self, attr) is not None and not callable(getattr(self, attr)):
+                raise PluginError(f"modality {self.name!r}: {attr} must be callable or None")
         if not (isinstance(self.config, type) and issubclass(self.config, pydantic.BaseModel)):
             raise PluginError(f"modality {self.name!r}: config must be a pydantic BaseModel subclass")
 
@@ -67,3 +86,9 @@ class Modality:
     def make_batch(self, samples: list[Any], cfg: pydantic.BaseModel) -> Any:
         """Collate loaded samples with the modality's collate (or the default)."""
         return (self.collate or default_collate_samples)(samples, cfg)
+
+    def resolve_value(self, value: Any, root: str | Path) -> Any:
+        """A manifest value with its relative paths resolved against ``root`` (see ``resolve``)."""
+        if self.resolve is not None:
+            return self.resolve(value, Path(root))
+        return resolve_path(value, root) if self.value_is_path else value

@@ -1,13 +1,16 @@
-"""Plugin discovery and the modality registry.
+"""Plugin discovery and the modality registry: whole plugin or nothing.
 
-Plugins are found through entry points in group ``gramx`` and loaded one at a time: a
-plugin that fails to import, raises inside its hook or registers an invalid modality is
-recorded with its error and skipped, and nothing it registered is kept. Everything else
+Plugins are found through entry points in group ``gramx`` and loaded one at a time. Each
+plugin's hooks run against staging areas: the modalities it registers and the CLI commands
+it adds are kept only when every hook of the plugin succeeds. A plugin that fails to import,
+raises inside a hook or registers something invalid is unregistered from pluggy, recorded
+with its error (``gramx plugins list`` shows it) and contributes nothing; everything else
 keeps working. ``GRAMX_DISABLE_PLUGINS=a,b`` turns plugins off by name.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import traceback
 from dataclasses import dataclass, field
@@ -21,7 +24,7 @@ from gramx.errors import PluginError
 from gramx.modality import Modality
 
 __all__ = [
-    "PluginRecord",
+    "PluginStatus",
     "PluginHost",
     "get_host",
     "reset",
@@ -35,21 +38,27 @@ DISABLE_ENV = "GRAMX_DISABLE_PLUGINS"
 
 
 @dataclass
-class PluginRecord:
-    """What ``gramx plugins list`` shows for one plugin."""
+class PluginStatus:
+    """One plugin as the registry knows it: where it comes from, what it added, or why not."""
 
     name: str
     distribution: str | None = None
     version: str | None = None
     modalities: list[str] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
     error: str | None = None
     disabled: bool = False
 
     @property
     def status(self) -> str:
+        """``ok``, ``error`` or ``disabled``."""
         if self.disabled:
             return "disabled"
         return "error" if self.error else "ok"
+
+    def describe(self) -> str:
+        """``name (distribution, status)``, for hints."""
+        return f"{self.name} ({self.distribution or 'no distribution'}, {self.status})"
 
 
 def _describe(exc: BaseException) -> str:
@@ -62,21 +71,54 @@ def _disabled_names() -> set[str]:
     return {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
 
 
+class StagedCommands:
+    """Stands in for the ``gramx`` sub-parsers while one plugin's command hook runs.
+
+    ``add_parser(name, **kwargs)`` behaves as argparse's; the commands reach the real
+    parser (:meth:`attach`) only if the plugin's hooks all succeeded.
+    """
+
+    def __init__(self):
+        self._staging = argparse.ArgumentParser(prog="gramx").add_subparsers()
+        self.added: list[tuple[str, dict[str, Any], argparse.ArgumentParser]] = []
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        parser = self._staging.add_parser(name, **kwargs)
+        self.added.append((name, kwargs, parser))
+        return parser
+
+    def check(self) -> None:
+        """Every command has a handler (``parser.set_defaults(func=...)``)."""
+        for name, _, parser in self.added:
+            if not callable(parser.get_default("func")):
+                raise PluginError(f"command {name!r} has no handler: call parser.set_defaults(func=handler)")
+
+    def attach(self, subparsers: argparse._SubParsersAction) -> None:
+        """Add the staged commands, with their arguments and defaults, to ``subparsers``."""
+        for name, kwargs, parser in self.added:
+            if name in subparsers.choices:
+                raise PluginError(f"command {name!r} already exists")
+        for name, kwargs, parser in self.added:
+            options = {k: v for k, v in kwargs.items() if k not in ("parents", "add_help")}
+            subparsers.add_parser(name, parents=[parser], add_help=False, **options)
+
+
 class PluginHost:
-    """A pluggy manager plus the modalities its plugins registered."""
+    """A pluggy manager plus what its plugins registered: modalities and CLI commands."""
 
     def __init__(self):
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
-        self.records: dict[str, PluginRecord] = {}
+        self.records: dict[str, PluginStatus] = {}
         self._modalities: dict[str, tuple[Modality, str]] = {}
+        self._commands: dict[str, StagedCommands] = {}
 
     def discover(self) -> None:
         """Load every installed plugin from the ``gramx`` entry-point group."""
         disabled = _disabled_names()
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             dist = ep.dist
-            record = PluginRecord(
+            record = PluginStatus(
                 name=ep.name,
                 distribution=dist.metadata["Name"] if dist else None,
                 version=dist.version if dist else None,
@@ -88,30 +130,23 @@ class PluginHost:
                 continue
             try:
                 plugin = ep.load()
-                self.pm.register(plugin, name=ep.name)
             except Exception as exc:  # a broken plugin must not break the host
                 record.error = _describe(exc)
                 continue
-            self._collect(ep.name)
+            self._load(ep.name, plugin)
 
-    def register_plugin(self, plugin: Any, name: str | None = None) -> PluginRecord:
+    def register_plugin(self, plugin: Any, name: str | None = None) -> PluginStatus:
         """Register a plugin object (a module or any object with hookimpls) directly."""
         name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
-        record = self.records.setdefault(name, PluginRecord(name=name))
-        try:
-            self.pm.register(plugin, name=name)
-        except Exception as exc:
-            record.error = _describe(exc)
-            return record
-        self._collect(name)
-        return record
+        self.records.setdefault(name, PluginStatus(name=name))
+        self._load(name, plugin)
+        return self.records[name]
 
-    def _collect(self, plugin_name: str) -> None:
-        """Run one plugin's registration hook; keep its modalities only if all is well."""
-        record = self.records[plugin_name]
-        plugin = self.pm.get_plugin(plugin_name)
-        impls = [i for i in self.pm.hook.gramx_register_modalities.get_hookimpls() if i.plugin is plugin]
+    def _load(self, name: str, plugin: Any) -> None:
+        """Register ``plugin`` and run its hooks; keep what it added only if all of them succeed."""
+        record = self.records[name]
         staged: list[Modality] = []
+        commands = StagedCommands()
 
         def register(modality: Modality) -> None:
             if not isinstance(modality, Modality):
@@ -119,17 +154,29 @@ class PluginHost:
             modality.default_config()  # defaults must validate
             staged.append(modality)
 
-        kwargs = {"register": register}
         try:
-            for impl in impls:
-                impl.function(*(kwargs[arg] for arg in impl.argnames))
-            self._check_unique(staged, plugin_name)
+            self.pm.register(plugin, name=name)
+            self._call(self.pm.hook.gramx_register_modalities, plugin, register=register)
+            self._check_unique(staged, name)
+            self._call(self.pm.hook.gramx_register_commands, plugin, subparsers=commands)
+            commands.check()
         except Exception as exc:
             record.error = _describe(exc)
+            if self.pm.get_plugin(name) is plugin:
+                self.pm.unregister(name=name)
             return
         for modality in staged:
-            self._modalities[modality.name] = (modality, plugin_name)
+            self._modalities[modality.name] = (modality, name)
         record.modalities = [m.name for m in staged]
+        record.commands = [command for command, _, _ in commands.added]
+        self._commands[name] = commands
+
+    @staticmethod
+    def _call(hook: pluggy.HookCaller, plugin: Any, **arguments: Any) -> None:
+        """Call ``plugin``'s implementations of ``hook`` alone, passing the arguments each one asks for."""
+        for impl in hook.get_hookimpls():
+            if impl.plugin is plugin:
+                impl.function(*(arguments[arg] for arg in impl.argnames))
 
     def _check_unique(self, staged: list[Modality], plugin_name: str) -> None:
         seen: dict[str, str] = {name: owner for name, (_, owner) in self._modalities.items()}
@@ -141,28 +188,49 @@ class PluginHost:
                 )
             seen[modality.name] = plugin_name
 
-    def add_commands(self, subparsers) -> None:
-        """Let every loaded plugin add CLI sub-commands; a failing plugin is recorded and skipped."""
-        for impl in self.pm.hook.gramx_register_commands.get_hookimpls():
+    def _drop(self, name: str, exc: BaseException) -> None:
+        """Take back everything plugin ``name`` added and record why."""
+        record = self.records[name]
+        record.error = _describe(exc)
+        for modality in record.modalities:
+            del self._modalities[modality]
+        record.modalities, record.commands = [], []
+        self._commands.pop(name, None)
+        plugin = self.pm.get_plugin(name)
+        if plugin is not None:
+            self.pm.unregister(name=name)
+
+    def add_commands(self, subparsers: argparse._SubParsersAction) -> None:
+        """Add the commands of every working plugin to the ``gramx`` parser."""
+        for name, commands in list(self._commands.items()):
             try:
-                impl.function(subparsers)
-            except Exception as exc:
-                record = self.records.setdefault(impl.plugin_name, PluginRecord(name=impl.plugin_name))
-                record.error = _describe(exc)
+                commands.attach(subparsers)
+            except PluginError as exc:
+                self._drop(name, exc)
 
     def get_modality(self, name: str) -> Modality:
         """The registered modality ``name``; the error lists what is available."""
         if name in self._modalities:
             return self._modalities[name][0]
-        broken = [r for r in self.records.values() if r.error]
-        hint = f"install a plugin that provides it (e.g. pip install gramx-{name})"
-        if broken:
-            hint += "; these plugins failed to load: " + ", ".join(f"{r.name} ({r.error})" for r in broken)
         raise PluginError(
-            f"unknown modality {name!r}; available: {', '.join(sorted(self._modalities)) or 'none'}", hint
+            f"unknown modality {name!r}; available: {', '.join(sorted(self._modalities)) or 'none'}",
+            self._missing_hint(name),
         )
 
-    def provider(self, name: str) -> PluginRecord:
+    def _missing_hint(self, name: str) -> str:
+        """Where modality ``name`` might come from, from what the entry points say."""
+        same = self.records.get(name)
+        if same is not None and same.status != "ok":
+            return f"plugin {same.describe()} would provide it" + (f": {same.error}" if same.error else "")
+        off = [r for r in self.records.values() if r.status != "ok"]
+        hint = "install the plugin distribution that provides it, then check `gramx plugins list`"
+        if off:
+            hint += "; these installed plugins are not working and may provide it: " + ", ".join(
+                r.describe() + (f": {r.error}" if r.error else "") for r in off
+            )
+        return hint
+
+    def provider(self, name: str) -> PluginStatus:
         """The record of the plugin that registered modality ``name``."""
         self.get_modality(name)
         return self.records[self._modalities[name][1]]
@@ -190,7 +258,7 @@ def reset() -> None:
     _host = None
 
 
-def register_plugin(plugin: Any, name: str | None = None) -> PluginRecord:
+def register_plugin(plugin: Any, name: str | None = None) -> PluginStatus:
     """Register a plugin object in the process-wide host (tests, notebooks)."""
     return get_host().register_plugin(plugin, name)
 

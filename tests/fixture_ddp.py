@@ -18,24 +18,23 @@ def global_batch_grads(config_path: str, rows: list[int], world: int) -> dict[st
     from gramx.config import load_config
     from gramx.data import Collator, ManifestDataset, read_manifest
     from gramx.model import GramxModel
-    from gramx.train import build_objective, compute_loss
+    from gramx.losses import build_objective
 
     config = load_config(config_path)
     torch.manual_seed(0)
     model = GramxModel.from_run_config(config).eval()  # eval: no dropout, so runs compare exactly
-    objective = build_objective(config)
+    objective = build_objective(config.loss, list(config.modalities), config.dim)
     manifest = read_manifest(config.data.train)
     mods = {n: (model.modalities[n], model.modality_configs[n]) for n in model.names}
     dataset = ManifestDataset(manifest, mods)
     batch = Collator(mods)([dataset[i] for i in rows])
-    ctx = gdist.DistContext(rank=int(os.environ.get("RANK", 0)), world_size=world)
     net = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(model, find_unused_parameters=True)
     feats = net(batch["inputs"], batch["masks"])
-    loss, _, n = compute_loss(objective, feats, batch["masks"], ctx, seed=(0, 0, 0))
+    loss, _, n = objective.global_loss(feats, batch["masks"], seed=(0, 0, 0))
     (loss * world).backward()
     gdist.average_gradients(objective.parameters(), world)
     grads = {f"model.{k}": p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}

@@ -48,12 +48,14 @@ def test_eval_json_is_the_contract_report(trained, capsys):
                  "--classes", str(trained / "classes.txt"), "--template", "the digit {}"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
-    assert set(report) == {"tuples", "retrieval", "nway", "zeroshot"}
+    assert set(report) == {"tuples", "retrieval", "nway", "nway_cosine", "zeroshot"}
     assert report["tuples"] == 12
     names = ["point", "text", "vector"]
     assert set(report["retrieval"]) == {f"{a}->{b}" for a in names for b in names if a != b}
-    assert set(report["nway"]) == {"point->(text,vector)", "text->(point,vector)", "vector->(point,text)"}
-    for metrics in [*report["retrieval"].values(), *report["nway"].values()]:
+    assert set(report["nway"]) == {"point->(text,vector)", "text->(point,vector)", "vector->(point,text)",
+                                   "(text,vector)->point", "(point,vector)->text", "(point,text)->vector"}
+    assert set(report["nway_cosine"]) == set(report["nway"])
+    for metrics in [*report["retrieval"].values(), *report["nway"].values(), *report["nway_cosine"].values()]:
         assert set(metrics) == METRICS
         assert 0 <= metrics["R@1"] <= metrics["R@5"] <= metrics["R@10"] <= 100 and metrics["MedR"] >= 1
     assert set(report["zeroshot"]) == {"point", "vector"}

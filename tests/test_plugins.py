@@ -1,7 +1,9 @@
 """The plugin host: entry-point discovery, failure isolation, the registry and `gramx plugins`."""
 
+import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,11 +22,16 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 @pytest.fixture(scope="session")
 def site_dir(tmp_path_factory) -> Path:
-    """The example third-party plugins, pip-installed into a directory of their own."""
+    """The example third-party plugins, pip-installed into a directory of their own.
+
+    They are built from copies, so that setuptools' build/ folders never land in the source tree.
+    """
+    sources = tmp_path_factory.mktemp("sources")
     target = tmp_path_factory.mktemp("site")
+    copies = [shutil.copytree(FIXTURES / name, sources / name) for name in ("gramx-imu", "gramx-broken")]
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(FIXTURES / "gramx-imu"), str(FIXTURES / "gramx-broken")],
+         "--target", str(target), *map(str, copies)],
         check=True, capture_output=True,
     )
     return target
@@ -129,7 +136,120 @@ def test_unknown_modality_error_lists_available_and_broken(host):
     with pytest.raises(gramx.PluginError) as info:
         gramx.get_modality("smell")
     assert "imu" in str(info.value)
-    assert "broken-import" in info.value.hint and "gramx-smell" in info.value.hint
+    assert "broken-import" in info.value.hint
+    assert "gramx-smell" not in info.value.hint  # no made-up distribution name
+
+
+def test_the_hint_for_a_missing_modality_names_the_distribution_of_the_entry_point(monkeypatch):
+    """`image` ships in gramx-video: with that plugin off, the hint names it (not a made-up gramx-image)."""
+    monkeypatch.setenv(plugins.DISABLE_ENV, "video,audio")
+    plugins.reset()
+    try:
+        with pytest.raises(gramx.PluginError) as info:
+            gramx.get_modality("image")
+        assert "video (gramx-video, disabled)" in info.value.hint and "gramx-image" not in info.value.hint
+        with pytest.raises(gramx.PluginError) as info:
+            gramx.get_modality("audio")
+        assert info.value.hint.startswith("plugin audio (gramx-audio, disabled) would provide it")
+    finally:
+        plugins.reset()
+
+
+def test_a_plugin_whose_hook_raises_is_unregistered_and_adds_no_command(host):
+    """broken-hook registers a modality, then raises; its (working) command hook must not count either."""
+    assert host.pm.get_plugin("broken-hook") is None
+    assert host.records["broken-hook"].commands == []
+    from gramx.cli import build_parser
+
+    assert "half-command" not in build_parser()._subparsers._group_actions[0].choices
+    with pytest.raises(SystemExit):
+        main(["half-command"])
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict:
+    return parser._subparsers._group_actions[0].choices
+
+
+def test_a_command_hook_that_raises_after_add_parser_leaves_nothing(host):
+    class Half:
+        @gramx.hookimpl
+        def gramx_register_modalities(self, register):
+            register(_modality("halfway"))
+
+        @gramx.hookimpl
+        def gramx_register_commands(self, subparsers):
+            subparsers.add_parser("halfway", help="added, then the hook fails")
+            raise RuntimeError("the command hook broke")
+
+    record = gramx.register_plugin(Half(), name="half")
+    assert record.status == "error" and "the command hook broke" in record.error
+    assert "halfway" not in host.modalities()  # the whole plugin is off, its modality too
+    assert host.pm.get_plugin("half") is None
+    from gramx.cli import build_parser
+
+    assert "halfway" not in _commands(build_parser())
+
+
+def test_a_command_without_handler_is_an_error(host):
+    class NoHandler:
+        @gramx.hookimpl
+        def gramx_register_commands(self, subparsers):
+            subparsers.add_parser("nohandler")
+
+    record = gramx.register_plugin(NoHandler(), name="no-handler")
+    assert record.status == "error" and "'nohandler' has no handler" in record.error
+
+
+def test_plugin_commands_take_opt_in_arguments_and_run(host, capsys):
+    class Greeter:
+        @gramx.hookimpl
+        def gramx_register_commands(self, subparsers):
+            parser = subparsers.add_parser("greet", help="say hello", description="Say hello.")
+            parser.add_argument("--name", default="world")
+            parser.set_defaults(func=lambda args: print(f"hello {args.name}") or 0)
+
+    class Silent:
+        @gramx.hookimpl
+        def gramx_register_commands(self):  # takes none of the spec's arguments: allowed
+            pass
+
+    assert gramx.register_plugin(Greeter(), name="greeter").status == "ok"
+    assert gramx.register_plugin(Silent(), name="silent").status == "ok"
+    assert host.records["greeter"].commands == ["greet"]
+    assert main(["greet", "--name", "gramx"]) == 0
+    assert capsys.readouterr().out == "hello gramx\n"
+    from gramx.cli import build_parser
+
+    assert "Say hello." in _commands(build_parser())["greet"].format_help()
+
+
+def test_a_plugin_command_may_not_replace_a_gramx_command(host):
+    class Hijack:
+        @gramx.hookimpl
+        def gramx_register_modalities(self, register):
+            register(_modality("hijacker"))
+
+        @gramx.hookimpl
+        def gramx_register_commands(self, subparsers):
+            subparsers.add_parser("train").set_defaults(func=lambda args: 0)
+
+    gramx.register_plugin(Hijack(), name="hijack")
+    from gramx.cli import build_parser
+
+    build_parser()
+    assert "already exists" in host.records["hijack"].error and "hijacker" not in host.modalities()
+
+
+def test_no_build_output_is_tracked_or_left_in_the_fixtures(site_dir):
+    """setuptools writes build/ next to a package it installs; neither the tree nor git may keep it."""
+    assert not [p for p in FIXTURES.rglob("*") if p.name in ("build", "dist") or p.name.endswith(".egg-info")]
+    root = Path(__file__).resolve().parent.parent
+    listing = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True)
+    if listing.returncode != 0:
+        pytest.skip("not a git checkout")
+    tracked = [f for f in listing.stdout.splitlines()
+               if {"build", "dist"} & set(Path(f).parts[:-1]) or ".egg-info" in f]
+    assert tracked == []
 
 
 def test_conformance_kit_catches_a_wrong_output_shape(host, imu_csv):

@@ -46,7 +46,7 @@ def test_training_is_deterministic_and_logs(tmp_path, fixture_plugins):
     assert {"loss", "contrastive", "dam", "lr", "temperature", "samples_per_s"} <= set(steps[0])
     vals = [r for r in records if "val" in r]
     assert [r["step"] for r in vals] == [6, 12]  # each epoch end
-    assert set(vals[-1]["val"]) == {"tuples", "retrieval", "nway", "zeroshot"}
+    assert set(vals[-1]["val"]) == {"tuples", "retrieval", "nway", "nway_cosine", "zeroshot"}
     assert records[-1]["done"] is True
     assert list((run / "tensorboard").iterdir())
     assert steps[-1]["temperature"] != pytest.approx(0.07, abs=1e-6)  # the temperature is trained
@@ -163,7 +163,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, fixture_p
 
 
 def test_pairwise_term_fixes_the_sign_the_volume_cannot_see(tmp_path, fixture_plugins):
-    from gramx.train import build_objective
+    from gramx.losses import build_objective
 
     g = torch.Generator().manual_seed(0)
     text = torch.nn.functional.normalize(torch.randn(16, 8, generator=g), dim=-1)
@@ -171,10 +171,12 @@ def test_pairwise_term_fixes_the_sign_the_volume_cannot_see(tmp_path, fixture_pl
     aligned = {"text": text, "vector": noisy(), "point": noisy()}
     flipped = {**aligned, "point": -aligned["point"]}
     data = run_config(tmp_path, loss={"type": "gram", "anchor": "text"})
-    gram_only = build_objective(parse_config(data, tmp_path))
+    config = parse_config(data, tmp_path)
+    gram_only = build_objective(config.loss, list(config.modalities), config.dim)
     assert torch.allclose(gram_only(aligned, None)[0], gram_only(flipped, None)[0])
     data["loss"]["pairwise_weight"] = 0.5
-    with_sign = build_objective(parse_config(data, tmp_path))
+    config = parse_config(data, tmp_path)
+    with_sign = build_objective(config.loss, list(config.modalities), config.dim)
     total, parts = with_sign(flipped, None)
     assert set(parts) == {"contrastive", "pairwise"}
     assert with_sign(aligned, None)[0] < total - 1.0

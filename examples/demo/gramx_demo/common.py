@@ -141,11 +141,10 @@ def read_losses(run_dir: Path) -> tuple[list[int], list[float]]:
 class Analysis:
     """Everything the tables and plots need about one trained model on one test manifest."""
 
-    report: dict  # gramx.evaluate report: retrieval / nway (volume) / zeroshot
-    nway_cosine: dict  # same keys as report["nway"], scored by the sum of cosine similarities
+    report: dict  # gramx.evaluate report: retrieval / nway (volume) / nway_cosine / zeroshot
     positive_volumes: torch.Tensor  # volume of each complete test tuple (anchor with its own tuple)
     negative_volumes: torch.Tensor  # anchor with tuples of other classes
-    embeddings: Any  # gramx.model.Embeddings
+    embeddings: Any  # gramx.embed.Embeddings
     prompts: torch.Tensor | None  # class-prompt embeddings [C, D]
     names: list[str]
 
@@ -157,23 +156,15 @@ def _label_positives(labels: list, rows: torch.Tensor) -> torch.Tensor:
 
 def analyse(model, manifest: str | Path, classes: list[str] | None = None, template: str = "{}",
             anchor: str = "text", progress: bool = False, max_negatives: int = 20000, seed: int = 0) -> Analysis:
-    """Embed ``manifest`` once and compute the report, cosine-sum n-way retrieval and tuple volumes."""
-    from gramx.evaluate import report_from_embeddings, retrieval_metrics
+    """Embed ``manifest`` once; evaluate it and compute the volumes of matching and other-class tuples."""
+    from gramx.evaluate import evaluate
     from gramx.volume import volume_matrix
 
     emb = model.embed_manifest(manifest, progress=progress)
-    report = report_from_embeddings(emb, model=model, classes=classes, template=template)
+    report = evaluate(model, emb, classes=classes, template=template)
     names = [n for n in emb.feats if bool(emb.masks[n].any())]
     complete = torch.stack([emb.masks[n] for n in names]).all(dim=0).nonzero().squeeze(1)
-    nway_cosine: dict = {}
     pos = neg = torch.zeros(0)
-    if complete.numel() and len(names) >= 3:
-        positives = _label_positives(emb.labels, complete)
-        for q in names:
-            others = [n for n in names if n != q]
-            scores = sum(emb.feats[q][complete] @ emb.feats[o][complete].T for o in others)
-            nway_cosine[f"{q}->({','.join(others)})"] = retrieval_metrics(
-                scores, higher_is_better=True, positives=positives)
     if complete.numel() and anchor in names and len(names) >= 2:
         others = [n for n in names if n != anchor]
         tuples = torch.stack([emb.feats[o][complete] for o in others], dim=1)
@@ -187,7 +178,7 @@ def analyse(model, manifest: str | Path, classes: list[str] | None = None, templ
     prompts = None
     if classes and anchor in model.names:
         prompts = model.embed_values(anchor, [template.format(c) for c in classes])
-    return Analysis(report, nway_cosine, pos, neg, emb, prompts, names)
+    return Analysis(report, pos, neg, emb, prompts, names)
 
 
 # --------------------------------------------------------------------------- tables

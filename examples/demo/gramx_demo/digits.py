@@ -128,7 +128,7 @@ def build_tables(result: DigitsResult) -> None:
         row = [key.replace("->", " → ")]
         for m in models:
             a = result.analyses[m]
-            vol, cos = a.report["nway"].get(key, {}), a.nway_cosine.get(key, {})
+            vol, cos = a.report["nway"].get(key, {}), a.report["nway_cosine"].get(key, {})
             row += [f"{_fmt(vol.get('R@1', float('nan')))} / {_fmt(vol.get('mAP', float('nan')))}",
                     f"{_fmt(cos.get('R@1', float('nan')))} / {_fmt(cos.get('mAP', float('nan')))}"]
         rows.append(row)
@@ -165,14 +165,14 @@ def run_digits(opts: DigitsOptions, timings: Timings) -> DigitsResult:
         + ("" if glyph else " (install examples/glyph_plugin to add handwritten glyphs)"))
     from gramx.config import parse_config
     from gramx.model import load_model
-    from gramx.train import describe_loss
+    from gramx.losses import describe_loss
 
     models = {}
     for i, (label, loss) in enumerate(LOSSES.items(), start=1):
         config = run_config(train, loss, opts, glyph)
         result.config = config
         say(f"\n[{i}/{len(LOSSES)}] training the {label} model: {result.steps} steps of {opts.batch_size} tuples "
-            f"({opts.epochs} epochs), loss = {describe_loss(parse_config(config, plugins=False))}")
+            f"({opts.epochs} epochs), loss = {describe_loss(parse_config(config, plugins=False).loss)}")
         run_dir = work / "runs" / run_name(label)
         with timings(f"digits: train {label}"):
             models[label] = train_model(config, run_dir, progress=opts.progress)

@@ -100,7 +100,7 @@ def search(model, emb, query: str, k: int = 5) -> list[list]:
 
 def run_media(out: Path, data: Path, timings: Timings, clips: int = 200, queries=("seven", "two"),
               quick: bool = False, seed: int = 0, progress: bool = True) -> dict:
-    from gramx.evaluate import report_from_embeddings
+    from gramx.evaluate import evaluate
     from gramx.model import load_model
 
     work = out / "work" / "media"
@@ -125,7 +125,7 @@ def run_media(out: Path, data: Path, timings: Timings, clips: int = 200, queries
         with timings(f"media: embed + search {label}"):
             model = load_model(path)
             emb = model.embed_manifest(manifests["test"])
-            report = report_from_embeddings(emb, model=model, classes=list(WORDS), template="the digit {}")
+            report = evaluate(model, emb, classes=list(WORDS), template="the digit {}")
             results[label] = (model, emb, report)
     table_rows = []
     first = results["GRAM"][2]

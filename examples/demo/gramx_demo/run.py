@@ -27,7 +27,7 @@ def _write_results(out: Path, timings: Timings, digits, media, shapes) -> Path:
         results["digits"] = {
             "modalities": digits.modalities, "train_tuples": digits.train_rows, "test_tuples": digits.test_rows,
             "steps": digits.steps, "config": digits.config,
-            "models": {m: {**a.report, "nway_cosine": a.nway_cosine} for m, a in digits.analyses.items()},
+            "models": {m: a.report for m, a in digits.analyses.items()},
             "figures": {k: str(v.relative_to(out)) for k, v in digits.figures.items()},
         }
     if media is not None:

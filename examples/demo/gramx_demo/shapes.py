@@ -28,7 +28,7 @@ def shapes_config(train: Path, loss: dict, epochs: int, seed: int) -> dict:
 
 
 def run_shapes(out: Path, timings: Timings, quick: bool = False, seed: int = 0, progress: bool = True) -> dict:
-    from gramx.evaluate import read_classes, report_from_embeddings
+    from gramx.evaluate import evaluate, read_classes
     from gramx.model import load_model
     from gramx_pointcloud.shapes import generate
 
@@ -48,8 +48,8 @@ def run_shapes(out: Path, timings: Timings, quick: bool = False, seed: int = 0, 
                                work / "runs" / run_name(label), progress=progress)
         with timings(f"shapes: evaluate {label}"):
             model = load_model(path)
-            emb = model.embed_manifest(work / "data" / "test.jsonl")
-            reports[label] = report_from_embeddings(emb, model=model, classes=classes, template="a 3d model of a {}")
+            reports[label] = evaluate(model, work / "data" / "test.jsonl", classes=classes,
+                                      template="a 3d model of a {}")
     first = reports["GRAM"]
     rows = [[key.replace("->", " → ")] + [f"{r['retrieval'][key]['R@1']:.1f} / {r['retrieval'][key]['mAP']:.1f}"
                                           for r in reports.values()] for key in first["retrieval"]]

@@ -1,0 +1,165 @@
+"""Checkpoints of a training run: a model directory plus everything needed to continue exactly.
+
+::
+
+    checkpoints/step-00000120/
+      config.json, model.safetensors, README.md   a model directory (gramx.load_model reads it)
+      objective.safetensors   the loss's own parameters (temperatures, the DAM head)
+      optimizer.safetensors   the optimizer's tensors (the rest of its state is in state.json)
+      rng.safetensors         every process's torch RNG states
+      state.json              step, epoch, position in the epoch, scheduler, gradient scaler,
+                              Python and NumPy RNG states, bad-row logs, the last validation
+
+A checkpoint is written atomically, so a run killed at any moment leaves only complete
+ones. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from gramx.atomic import atomic_directory
+from gramx.errors import GramxError
+from gramx.model_dir import state_for_saving, write_model_files
+
+__all__ = ["TrainingParts", "rng_state", "set_rng_state", "write_checkpoint", "restore_checkpoint",
+           "list_checkpoints", "latest_checkpoint", "prune_checkpoints"]
+
+STATE_NAME = "state.json"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+@dataclass
+class TrainingParts:
+    """The objects whose state a checkpoint holds."""
+
+    model: Any  # gramx.model.GramxModel
+    objective: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None = None
+
+
+def rng_state(device: torch.device) -> tuple[dict, dict[str, torch.Tensor]]:
+    """This process's RNG states: ``(Python and NumPy as JSON, torch tensors by device)``."""
+    py = random.getstate()
+    np_state = np.random.get_state()
+    meta = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+    }
+    tensors = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        tensors["cuda"] = torch.cuda.get_rng_state(device)
+    return meta, tensors
+
+
+def set_rng_state(meta: dict, tensors: dict[str, torch.Tensor], device: torch.device) -> None:
+    """Restore what :func:`rng_state` returned."""
+    random.setstate((meta["python"][0], tuple(meta["python"][1]), meta["python"][2]))
+    n = meta["numpy"]
+    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+    torch.set_rng_state(tensors["cpu"])
+    if device.type == "cuda" and "cuda" in tensors:
+        torch.cuda.set_rng_state(tensors["cuda"], device)
+
+
+def _optimizer_to_safe(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors, meta = {}, {}
+    for pid, entry in state["state"].items():
+        meta[str(pid)] = {}
+        for key, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{key}"] = value.detach().cpu().contiguous()
+                meta[str(pid)][key] = {"tensor": True}
+            else:
+                meta[str(pid)][key] = {"value": value}
+    return tensors, {"state": meta, "param_groups": state["param_groups"]}
+
+
+def _optimizer_from_safe(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state = {}
+    for pid, entry in meta["state"].items():
+        state[int(pid)] = {
+            key: tensors[f"{pid}.{key}"] if spec.get("tensor") else spec["value"] for key, spec in entry.items()
+        }
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def write_checkpoint(path: Path, parts: TrainingParts, progress: dict[str, Any],
+                     rng: list[tuple[dict, dict[str, torch.Tensor]]]) -> Path:
+    """Write a checkpoint at ``path`` atomically.
+
+    ``progress`` (JSON: step, epoch, ...) goes into ``state.json``; ``rng`` holds every
+    process's :func:`rng_state`, in rank order.
+    """
+    opt_tensors, opt_meta = _optimizer_to_safe(parts.optimizer.state_dict())
+    rng_tensors = {f"{k}.{rank}": v.cpu().contiguous() for rank, (_, t) in enumerate(rng) for k, v in t.items()}
+    state = {
+        **progress, "optimizer": opt_meta, "scheduler": parts.scheduler.state_dict(),
+        "scaler": parts.scaler.state_dict() if parts.scaler is not None else None,
+        "rng": [meta for meta, _ in rng],
+    }
+    with atomic_directory(path) as tmp:
+        write_model_files(tmp, parts.model.config, parts.model)
+        save_file(state_for_saving(parts.objective), str(tmp / "objective.safetensors"))
+        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+        save_file(rng_tensors, str(tmp / "rng.safetensors"))
+        (tmp / STATE_NAME).write_text(json.dumps(state))
+    return path
+
+
+def restore_checkpoint(path: Path, parts: TrainingParts, rank: int, world_size: int,
+                       device: torch.device) -> dict[str, Any]:
+    """Load a checkpoint into ``parts`` and this process's RNGs; returns its ``state.json``."""
+    state = json.loads((path / STATE_NAME).read_text())
+    if state["world_size"] != world_size:
+        raise GramxError(
+            f"{path} was written by {state['world_size']} processes, this run has {world_size}",
+            hint="resume with the same number of processes",
+        )
+    parts.model.load_state_dict(load_file(str(path / "model.safetensors"), device=str(device)), strict=True)
+    parts.objective.load_state_dict(load_file(str(path / "objective.safetensors"), device=str(device)), strict=True)
+    parts.optimizer.load_state_dict(
+        _optimizer_from_safe(load_file(str(path / "optimizer.safetensors")), state["optimizer"]))
+    parts.scheduler.load_state_dict(state["scheduler"])
+    if parts.scaler is not None and state["scaler"]:
+        parts.scaler.load_state_dict(state["scaler"])
+    rng = load_file(str(path / "rng.safetensors"))
+    set_rng_state(state["rng"][rank], {k.split(".")[0]: v for k, v in rng.items() if k.endswith(f".{rank}")}, device)
+    return state
+
+
+def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """The complete checkpoints in ``folder`` as ``(step, path)``, oldest first."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for p in folder.iterdir():
+        m = _STEP_DIR.match(p.name)
+        if m and (p / STATE_NAME).is_file():
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint of a run folder, or ``None``."""
+    found = list_checkpoints(Path(run_dir) / "checkpoints")
+    return found[-1][1] if found else None
+
+
+def prune_checkpoints(folder: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints in ``folder``."""
+    for _, old in list_checkpoints(folder)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)

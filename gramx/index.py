@@ -1,0 +1,133 @@
+"""The on-disk embedding index: :func:`save_embeddings` writes it (``gramx embed``), :class:`EmbeddingIndex` searches it.
+
+::
+
+    FOLDER/
+      index.json          format, model, manifest, dim, the rows' ids and labels, and per
+                          modality: its files, the rows it is present in, their ids and values
+      NAME.npy            float32 [n, dim]: the embeddings of modality NAME where present
+      NAME.safetensors    the same with the row numbers, the ids in its metadata
+
+A query searches one modality by cosine similarity, or tuples of several by Gram volume
+(:class:`gramx.volume.VolumeIndex`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.numpy import save_file
+
+from gramx.atomic import atomic_directory
+from gramx.embed import Embeddings
+from gramx.errors import GramxError
+from gramx.volume import VolumeIndex
+
+__all__ = ["INDEX_NAME", "save_embeddings", "Hit", "EmbeddingIndex"]
+
+INDEX_NAME = "index.json"
+
+
+def save_embeddings(emb: Embeddings, folder: str | Path, model: str | Path, manifest: str | Path, dim: int) -> dict:
+    """Write ``emb`` (of ``manifest``, embedded by the model directory ``model``) as an index at ``folder``.
+
+    Written atomically; returns the contents of ``index.json``.
+    """
+    index: dict[str, Any] = {
+        "format": "gramx-embeddings", "format_version": 1, "model": str(Path(model).resolve()),
+        "manifest": str(Path(manifest).resolve()), "dim": dim, "tuples": len(emb),
+        "ids": emb.ids, "labels": emb.labels, "modalities": {},
+    }
+    with atomic_directory(folder) as tmp:
+        for name in emb.feats:
+            rows = emb.masks[name].nonzero().squeeze(1)
+            if rows.numel() == 0:
+                continue
+            vectors = emb.feats[name][rows].numpy().astype(np.float32)
+            ids = [emb.ids[i] for i in rows.tolist()]
+            np.save(tmp / f"{name}.npy", vectors)
+            save_file({"embeddings": vectors, "rows": rows.numpy().astype(np.int64)},
+                      str(tmp / f"{name}.safetensors"), metadata={"ids": json.dumps(ids), "modality": name})
+            index["modalities"][name] = {
+                "npy": f"{name}.npy", "safetensors": f"{name}.safetensors", "count": len(ids),
+                "rows": rows.tolist(), "ids": ids, "values": [emb.values[name][i] for i in rows.tolist()],
+            }
+        (tmp / INDEX_NAME).write_text(json.dumps(index, indent=1) + "\n", encoding="utf-8")
+    return index
+
+
+@dataclass
+class Hit:
+    """One search result: its rank, the row's id, its score and the indexed values shown for it."""
+
+    rank: int
+    id: str
+    score: float
+    values: dict[str, Any]
+
+
+class EmbeddingIndex:
+    """An index folder written by :func:`save_embeddings`; :meth:`search` ranks its rows for a query."""
+
+    def __init__(self, folder: Path, meta: dict):
+        self.folder, self.meta = folder, meta
+
+    @classmethod
+    def load(cls, folder: str | Path) -> EmbeddingIndex:
+        """Open the index at ``folder``."""
+        folder = Path(folder)
+        path = folder / INDEX_NAME
+        if not path.is_file():
+            raise GramxError(f"{folder} is not an embedding index (no {INDEX_NAME})",
+                             hint="create one with: gramx embed MODEL MANIFEST -o FOLDER")
+        return cls(folder, json.loads(path.read_text(encoding="utf-8")))
+
+    @property
+    def modalities(self) -> list[str]:
+        """The indexed modalities."""
+        return list(self.meta["modalities"])
+
+    def vectors(self, name: str) -> torch.Tensor:
+        """The embeddings of modality ``name``, one row per row it is present in."""
+        return torch.from_numpy(np.load(self.folder / self.meta["modalities"][name]["npy"]))
+
+    def candidates(self, query_modality: str, names: list[str] | None = None) -> list[str]:
+        """The candidate modalities: ``names`` (checked), else every indexed one but the query's."""
+        chosen = names or [m for m in self.modalities if m != query_modality]
+        unknown = [m for m in chosen if m not in self.modalities]
+        if unknown or not chosen:
+            raise GramxError(f"the index has no modality {', '.join(unknown) or '(none chosen)'}",
+                             hint=f"indexed modalities: {', '.join(self.modalities)}")
+        return chosen
+
+    def search(self, query: torch.Tensor, names: list[str], k: int = 10) -> tuple[str, list[Hit]]:
+        """The ``k`` best rows for one embedded ``query`` ``[1, dim]``: ``(score name, hits)``.
+
+        One candidate modality is ranked by cosine similarity (higher first), several by the
+        Gram volume of the query with the row's tuple (smaller first), over the rows that
+        have all of them.
+        """
+        meta = self.meta["modalities"]
+        if len(names) == 1:
+            scores = (query @ self.vectors(names[0]).T)[0]
+            top = scores.topk(min(k, scores.numel()))
+            rows = [meta[names[0]]["rows"][i] for i in top.indices.tolist()]
+            score_name, scored = "cosine", list(zip(rows, top.values.tolist()))
+        else:
+            common = sorted(set.intersection(*(set(meta[m]["rows"]) for m in names)))
+            if not common:
+                raise GramxError(f"no indexed tuple has all of {', '.join(names)}")
+            position = {m: {r: i for i, r in enumerate(meta[m]["rows"])} for m in names}
+            tuples = torch.stack([self.vectors(m)[[position[m][r] for r in common]] for m in names], dim=1)
+            values, idx = VolumeIndex.build(tuples).search(query, k=k)
+            score_name, scored = "volume", [(common[i], v) for v, i in zip(values[0].tolist(), idx[0].tolist())]
+        hits = []
+        for rank, (row, score) in enumerate(scored, start=1):
+            shown = {m: meta[m]["values"][meta[m]["rows"].index(row)] for m in names if row in meta[m]["rows"]}
+            hits.append(Hit(rank, self.meta["ids"][row], score, shown))
+        return score_name, hits

@@ -1,0 +1,199 @@
+"""The model directory format: ``config.json``, safetensors weights and a model card.
+
+::
+
+    model/
+      config.json        dim, and per modality: the plugin that provided it (distribution +
+                         version), its config, the head options and the encoder's feature size
+      model.safetensors  all weights
+      README.md          a model card
+
+:func:`write_model_files` writes the three files into a folder (a checkpoint adds its own
+files beside them); :func:`save_model_dir` writes a whole directory atomically.
+:func:`read_model_config` and :func:`read_weights` read them back, with errors that name
+the file. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from gramx.atomic import atomic_directory
+from gramx.config import HeadConfig
+from gramx.errors import ConfigError, GramxError
+from gramx.plugins import get_host
+from gramx.validation import Section, validate
+
+__all__ = [
+    "CONFIG_NAME",
+    "WEIGHTS_NAME",
+    "CARD_NAME",
+    "SavedPlugin",
+    "SavedModality",
+    "ModelConfig",
+    "saved_plugin",
+    "state_for_saving",
+    "write_model_files",
+    "save_model_dir",
+    "read_model_config",
+    "read_weights",
+    "model_card",
+]
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "README.md"
+FORMAT = "gramx-model"
+
+
+class SavedPlugin(Section):
+    """Which installed plugin provided a modality when the model was saved."""
+
+    name: str | None = None
+    distribution: str | None = None
+    version: str | None = None
+
+
+class SavedModality(Section):
+    """How to rebuild one modality's encoder and head."""
+
+    plugin: SavedPlugin = Field(default_factory=SavedPlugin)
+    config: dict[str, Any] = Field(default_factory=dict, description="the plugin's config, as JSON")
+    head: HeadConfig = Field(default_factory=HeadConfig)
+    feature_dim: int | None = None
+    bridge: dict[str, int] | None = Field(
+        None, description="Projector options (gramx.bridge) mapping this modality from the space it was "
+        "trained in into this model's space; None for modalities trained in this space"
+    )
+
+
+class ModelConfig(Section):
+    """The contents of a model directory's ``config.json``."""
+
+    format: Literal["gramx-model"] = FORMAT
+    format_version: Literal[1] = 1
+    gramx_version: str = ""
+    dim: int = Field(ge=2)
+    modalities: dict[str, SavedModality]
+    training: dict[str, Any] = Field(default_factory=dict, description="what the model was trained on")
+    metrics: dict[str, Any] = Field(default_factory=dict, description="the last evaluation report")
+    lineage: list[dict[str, Any]] = Field(
+        default_factory=list, description="how the model grew: the models it extends and what was added"
+    )
+
+
+def saved_plugin(modality: str) -> SavedPlugin:
+    """The installed plugin that provides ``modality``, as a model directory records it."""
+    record = get_host().provider(modality)
+    return SavedPlugin(name=record.name, distribution=record.distribution, version=record.version)
+
+
+def state_for_saving(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A state dict safetensors accepts: contiguous CPU tensors, shared storage copied."""
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
+
+
+def write_model_files(folder: Path, config: ModelConfig, module: nn.Module) -> None:
+    """Write ``config.json``, ``model.safetensors`` (``module``'s weights) and ``README.md`` into ``folder``."""
+    (folder / CONFIG_NAME).write_text(config.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    save_file(state_for_saving(module), str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
+    (folder / CARD_NAME).write_text(model_card(config), encoding="utf-8")
+
+
+def save_model_dir(path: str | Path, config: ModelConfig, module: nn.Module) -> Path:
+    """Write a complete model directory at ``path`` atomically; returns ``path``."""
+    path = Path(path)
+    with atomic_directory(path) as tmp:
+        write_model_files(tmp, config, module)
+    return path
+
+
+def read_model_config(path: str | Path) -> ModelConfig:
+    """The validated ``config.json`` of the model directory ``path``."""
+    config_file = Path(path) / CONFIG_NAME
+    if not config_file.is_file():
+        raise GramxError(f"{path} is not a gramx model directory (no {CONFIG_NAME})",
+                         hint="pass the folder written by `gramx train` (e.g. runs/NAME/model)")
+    try:
+        raw = json.loads(config_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{config_file}: invalid JSON ({exc.msg})") from None
+    return validate(ModelConfig, raw, str(config_file))
+
+
+def read_weights(path: str | Path, expected: set[str], device: str = "cpu") -> dict[str, torch.Tensor]:
+    """The weights of the model directory ``path``, which must hold exactly the ``expected`` keys."""
+    weights = Path(path) / WEIGHTS_NAME
+    if not weights.is_file():
+        raise GramxError(f"{path}: missing {WEIGHTS_NAME}")
+    state = load_file(str(weights), device=device)
+    missing, unexpected = expected - set(state), set(state) - expected
+    if missing or unexpected:
+        raise GramxError(
+            f"{weights}: weights do not match the model (missing: {sorted(missing)[:5]}, "
+            f"unexpected: {sorted(unexpected)[:5]})",
+            hint="was the model saved with another version of a plugin?",
+        )
+    return state
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def _metrics_lines(metrics: Mapping[str, Any]) -> list[str]:
+    table = [(f"{kind}: {key}", m) for kind in ("retrieval", "nway") for key, m in (metrics.get(kind) or {}).items()]
+    lines = []
+    if table:
+        lines += ["| task | R@1 | R@5 | R@10 | MedR | mAP |", "|---|---|---|---|---|---|"]
+        for task, m in table:
+            lines.append(f"| {task} | " + " | ".join(_fmt(m.get(k)) for k in ("R@1", "R@5", "R@10", "MedR", "mAP")) + " |")
+        if metrics.get("tuples"):
+            lines.append(f"\nOn {metrics['tuples']} tuples of the validation manifest.")
+    for name, acc in (metrics.get("zeroshot") or {}).items():
+        lines.append(f"- zero-shot accuracy, {name}: {acc:.2f}%")
+    return lines or ["- not evaluated"]
+
+
+def model_card(config: ModelConfig) -> str:
+    """A short Markdown model card: modalities, dims, training data and metrics."""
+    lines = [
+        "---",
+        "library_name: gramx",
+        "tags: [gramx, multimodal, gram-volume]",
+        "---",
+        "",
+        "# gramx model",
+        "",
+        f"Aligns {len(config.modalities)} modalities ({', '.join(config.modalities)}) in one "
+        f"{config.dim}-dimensional, L2-normalised space trained with "
+        f"{config.training.get('loss', 'a contrastive loss')}. Load it with:",
+        "",
+        "```python",
+        "import gramx",
+        'model = gramx.load_model("path/to/this/folder")',
+        "```",
+        "",
+        "## Modalities",
+        "",
+        "| modality | plugin | version | encoder features | head |",
+        "|---|---|---|---|---|",
+    ]
+    for name, spec in config.modalities.items():
+        head = f"MLP {spec.head.hidden}" if spec.head.hidden else "linear"
+        lines.append(
+            f"| {name} | {spec.plugin.distribution or spec.plugin.name or '-'} | {spec.plugin.version or '-'} "
+            f"| {spec.feature_dim} | {head} -> {config.dim} |"
+        )
+    lines += ["", "## Training data", ""]
+    lines += [f"- {key}: {value}" for key, value in config.training.items()] or ["- not recorded"]
+    lines += ["", "## Metrics", "", *_metrics_lines(config.metrics or {})]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,52 @@
+"""The record a training run keeps: ``metrics.jsonl`` (one JSON object per line) and TensorBoard events."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RunLog"]
+
+
+class RunLog:
+    """Appends records to ``OUT/metrics.jsonl`` and scalars to ``OUT/tensorboard/``.
+
+    Only the main process writes (``enabled=False`` elsewhere). ``resume_step`` continues a
+    run: records after that step (written before the run was killed) are dropped, so the
+    log never holds a step twice.
+    """
+
+    def __init__(self, out: Path, enabled: bool = True, tensorboard: bool = True, resume_step: int | None = None):
+        self.enabled = enabled
+        self.path = out / "metrics.jsonl"
+        self.writer = None
+        if not enabled:
+            return
+        out.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None and self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            self.path.write_text("".join(k + "\n" for k in kept))
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter  # imports TensorBoard: slow, only when used
+
+            purge = resume_step + 1 if resume_step is not None else None
+            self.writer = SummaryWriter(str(out / "tensorboard"), purge_step=purge)
+
+    def record(self, record: Mapping[str, Any]) -> None:
+        """Append one JSON record to ``metrics.jsonl``."""
+        if self.enabled:
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def scalars(self, prefix: str, values: Mapping[str, float], step: int) -> None:
+        """Log ``values`` to TensorBoard as ``prefix/name``."""
+        if self.writer is not None:
+            for name, value in values.items():
+                self.writer.add_scalar(f"{prefix}/{name}", value, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
