@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from gramx.losses import symmetric_cross_entropy
 
@@ -190,8 +191,6 @@ def fit_projector(
     progress: bool = True,
 ) -> list[float]:
     """Train ``projector`` on pseudo tuples with AdamW; returns the loss per step."""
-    from tqdm.auto import tqdm
-
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(projector.parameters(), lr=lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)

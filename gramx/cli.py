@@ -1,4 +1,4 @@
-"""The ``gramx`` command.
+"""The ``gramx`` command: parse the arguments, call the library, print the result.
 
 Each sub-command is a function ``cmd_<name>(args)``; :func:`build_parser` wires them up.
 Errors are printed as one line plus a hint; ``--debug`` shows the traceback.

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from gramx.errors import GramxError
 from gramx.modality import Modality
@@ -312,8 +312,6 @@ def iter_unique(values: Iterable, modality: Modality, cfg: Any, batch_size: int 
 
     ``sample`` is ``None`` and ``problem`` says why when a value fails to load.
     """
-    from torch.utils.data import DataLoader
-
     unique = list({cache_key(v): v for v in values}.values())
     yield from DataLoader(_ValueDataset(unique, modality, cfg), batch_size=batch_size, num_workers=workers,
                           collate_fn=_as_list, generator=torch.Generator().manual_seed(0))

@@ -1,6 +1,6 @@
-"""The on-disk embedding index: :func:`save_embeddings` writes it (``gramx embed``), :class:`EmbeddingIndex` searches it.
+"""The on-disk embedding index: ``gramx embed`` writes it, ``gramx search`` reads it.
 
-::
+:func:`save_embeddings` writes an index folder and :class:`EmbeddingIndex` searches it::
 
     FOLDER/
       index.json          format, model, manifest, dim, the rows' ids and labels, and per

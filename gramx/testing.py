@@ -1,4 +1,4 @@
-"""Conformance kit for plugin authors.
+"""Conformance kit and host runner for plugin authors.
 
 Check a modality against the contract with one call::
 
@@ -12,20 +12,38 @@ or subclass :class:`ModalityConformance` in a test module to get one pytest test
         samples = ["tests/data/a.csv", "tests/data/b.csv"]
 
 Each check raises :class:`ConformanceError` with a message saying what is wrong.
+
+:func:`run_in_host` runs an installed plugin through the real host, as users meet it:
+discovered through its entry point, trained for two steps in a run next to a small
+companion modality, saved, loaded and saved again, with identical embeddings each time::
+
+    def test_my_plugin_in_the_host(tmp_path):
+        run_in_host("imu", tmp_path, distribution="gramx-imu")
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import pydantic
 import torch
 
+from gramx import plugins
+from gramx.config import parse_config
+from gramx.embed import embed_manifest
 from gramx.errors import LoadError
+from gramx.hookspecs import hookimpl
 from gramx.modality import Modality
+from gramx.model import load_model
+from gramx.train import train
 
-__all__ = ["ConformanceError", "Conformance", "check_modality", "ModalityConformance", "CHECKS"]
+__all__ = ["ConformanceError", "Conformance", "check_modality", "ModalityConformance", "CHECKS", "fresh_host",
+           "HostRun", "run_in_host"]
 
 MISSING_FILE = "this-file-does-not-exist.gramx"
 
@@ -162,3 +180,101 @@ class ModalityConformance:
 
     def test_bad_input(self):
         self._kit().check_bad_input()
+
+
+# --------------------------------------------------------------------------- the host runner
+
+
+@contextlib.contextmanager
+def fresh_host() -> Iterator[plugins.PluginHost]:
+    """The plugin host discovered anew from the installed entry points; forgotten again on exit."""
+    plugins.reset()
+    try:
+        yield plugins.get_host()
+    finally:
+        plugins.reset()
+
+
+class _CompanionConfig(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    rows: int = 64
+
+
+class _CompanionEncoder(torch.nn.Module):
+    """One learned vector per manifest row: the partner the plugin's modality is aligned with."""
+
+    def __init__(self, cfg: _CompanionConfig):
+        super().__init__()
+        self.rows = torch.nn.Embedding(cfg.rows, 8)
+        self.feature_dim = 8
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.rows(batch)
+
+
+def _load_row(value: Any, cfg: _CompanionConfig) -> torch.Tensor:
+    return torch.tensor(int(value))
+
+
+COMPANION = Modality(name="host_companion", load=_load_row, build_encoder=_CompanionEncoder,
+                     config=_CompanionConfig, value_is_path=False, description="gramx.testing: row ids")
+
+
+class _Companion:
+    @hookimpl
+    def gramx_register_modalities(self, register):
+        register(COMPANION)
+
+
+@dataclass
+class HostRun:
+    """What :func:`run_in_host` saw: the plugin's status, the trained model directory, its embeddings."""
+
+    status: plugins.PluginStatus
+    model_dir: Path
+    embeddings: torch.Tensor
+
+
+def run_in_host(name: str, folder: str | Path, samples: Sequence[Any] | None = None,
+                options: Mapping[str, Any] | None = None, distribution: str | None = None,
+                steps: int = 2) -> HostRun:
+    """Run the installed modality ``name`` through the real host, as a user would; raise on any problem.
+
+    The plugin is discovered through its entry point (and must come from ``distribution``
+    when given); a run aligns it with a companion modality for ``steps`` optimizer steps on
+    four rows of ``samples`` (default: the modality's own) with ``options``; the model is
+    saved, loaded and saved again, and each copy must embed the rows identically. Files go
+    to ``folder``.
+    """
+    folder = Path(folder)
+    with fresh_host() as host:
+        modality = host.get_modality(name)
+        status = host.provider(name)
+        if distribution is not None and status.distribution != distribution:
+            raise ConformanceError(f"{name}: provided by {status.distribution!r}, not {distribution!r}")
+        host.register_plugin(_Companion(), name="gramx-testing-companion")
+        samples = list(samples or modality.samples)
+        if not samples:
+            raise ConformanceError(f"{name}: give samples (the modality ships none)")
+        manifest = folder / "host-run.jsonl"
+        folder.mkdir(parents=True, exist_ok=True)
+        manifest.write_text("".join(json.dumps({name: str(samples[i % len(samples)]) if modality.value_is_path
+                                                else samples[i % len(samples)], COMPANION.name: i}) + "\n"
+                                    for i in range(4)))
+        config = parse_config({
+            "modalities": {name: {"options": dict(options or {})}, COMPANION.name: {}},
+            "dim": 8, "loss": {"type": "gram", "anchor": COMPANION.name},
+            "data": {"train": str(manifest), "batch_size": 2, "shuffle": False},
+            "optim": {"max_steps": steps, "lr": 1e-3, "warmup_steps": 0},
+            "output": {"dir": str(folder / "host-run")}, "device": "cpu",
+            "logging": {"progress": False, "tensorboard": False},
+        }, base=folder)
+        model_dir = train(config)
+        model = load_model(model_dir)
+        first = embed_manifest(model, manifest).feats[name]
+        again = embed_manifest(load_model(model.save_pretrained(folder / "host-run-copy")), manifest).feats[name]
+        if not torch.equal(first, again):
+            raise ConformanceError(f"{name}: a saved and loaded model embeds differently")
+        if not torch.allclose(first.norm(dim=1), torch.ones(len(first)), atol=1e-4):
+            raise ConformanceError(f"{name}: embeddings are not unit vectors")
+        return HostRun(status=status, model_dir=model_dir, embeddings=first)

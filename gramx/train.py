@@ -29,7 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from gramx import distributed as gdist
 from gramx.checkpoint import (
@@ -41,7 +43,16 @@ from gramx.checkpoint import (
     write_checkpoint,
 )
 from gramx.config import RunConfig
-from gramx.data import Collator, DataError, ErrorLog, ManifestDataset, ResumableSampler, check_errors, read_manifest, to_device
+from gramx.data import (
+    Collator,
+    DataError,
+    ErrorLog,
+    ManifestDataset,
+    ResumableSampler,
+    check_errors,
+    read_manifest,
+    to_device,
+)
 from gramx.embed import prepare_training_inputs
 from gramx.errors import GramxError
 from gramx.evaluate import evaluate, summarize
@@ -141,8 +152,6 @@ class Trainer:
                                    build_scheduler(optimizer, cfg.optim, self.total_steps), self.precision.scaler)
         self.ddp = self.model
         if self.ctx.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=True)
         self.step, self.epoch, self.micro = 0, 0, 0
@@ -206,8 +215,6 @@ class Trainer:
                           resume_step=self.step if self.resume else None)
         bar = None
         if self.ctx.is_main and cfg.logging.progress:
-            from tqdm.auto import tqdm
-
             bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
         self.model.train()
         acc = cfg.optim.accumulate

@@ -71,6 +71,34 @@ def test_relative_paths_resolve_against_the_manifest_folder(tmp_path, fixture_pl
     assert dataset[0]["error"] is None
 
 
+def test_a_modality_resolves_the_paths_inside_its_values(tmp_path, fixture_plugins, monkeypatch):
+    """Values that are not plain strings resolve by the modality's own rule (``Modality.resolve``)."""
+    from fixture_modalities import VectorConfig, VectorEncoder, load_vector
+
+    import gramx
+    from gramx.modality import resolve_path
+
+    windowed = gramx.Modality(
+        name="windowed", load=lambda value, cfg: load_vector(value["file"], cfg) * value["scale"],
+        build_encoder=VectorEncoder, config=VectorConfig,
+        resolve=lambda value, root: {**value, "file": resolve_path(value["file"], root)},
+    )
+    make_dataset(tmp_path / "data", n=2)
+    manifest = tmp_path / "data" / "windows.jsonl"
+    manifest.write_text(json.dumps({"windowed": {"file": "vec/train-0.npy", "scale": 2}}) + "\n")
+    monkeypatch.chdir(tmp_path)  # relative to the manifest's folder, not the working one
+    dataset = ManifestDataset(read_manifest(manifest), {"windowed": (windowed, VectorConfig())})
+    assert dataset.value(dataset.manifest.rows[0], "windowed")["file"] == str(tmp_path / "data" / "vec" / "train-0.npy")
+    item = dataset[0]
+    assert item["error"] is None
+    expected = 2 * torch.from_numpy(np.load(tmp_path / "data" / "vec" / "train-0.npy"))
+    assert torch.equal(item["values"]["windowed"], expected)
+    # without a resolve rule a mapping value is passed through as it is
+    plain = gramx.Modality(name="plain", load=lambda value, cfg: value, build_encoder=VectorEncoder, config=VectorConfig)
+    assert plain.resolve_value({"file": "a.npy"}, tmp_path) == {"file": "a.npy"}
+    assert plain.resolve_value("a.npy", tmp_path) == str(tmp_path / "a.npy")
+
+
 def corrupt(tmp_path):
     path = make_dataset(tmp_path, n=6)
     (tmp_path / "vec" / "train-3.npy").write_bytes(b"not an array")

@@ -91,6 +91,18 @@ def test_load_rejects_unknown_config_keys(tmp_path, model):
         gramx.load_model(tmp_path)
 
 
+def test_building_a_model_leaves_the_callers_config_alone(tmp_path, model):
+    from gramx.model_dir import ModelConfig
+
+    config = ModelConfig.model_validate(model.config.model_dump())
+    for spec in config.modalities.values():
+        spec.feature_dim = None
+    before = config.model_dump()
+    built = GramxModel(config)
+    assert config.model_dump() == before  # feature sizes are filled into the model's own copy
+    assert built.config.modalities["vector"].feature_dim == 16 and built.config is not config
+
+
 def test_frozen_encoders_stay_in_eval_mode(tmp_path, fixture_plugins):
     data = run_config(tmp_path)
     data["modalities"]["vector"] = {"options": {"freeze": True}}

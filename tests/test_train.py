@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -180,3 +181,51 @@ def test_pairwise_term_fixes_the_sign_the_volume_cannot_see(tmp_path, fixture_pl
     total, parts = with_sign(flipped, None)
     assert set(parts) == {"contrastive", "pairwise"}
     assert with_sign(aligned, None)[0] < total - 1.0
+
+
+def test_a_fixed_temperature_holds_for_every_term(tmp_path, fixture_plugins):
+    """``learn_temperature: false`` also fixes the temperature of the extra pairwise term."""
+    data = run_config(tmp_path, loss={"pairwise_weight": 0.5, "learn_temperature": False, "temperature": 0.1},
+                      optim={"max_steps": 3, "lr": 0.05})
+    data["data"]["val"] = None
+    model_dir = train(parse_config(data, tmp_path))
+    objective = load_file(str(latest_checkpoint(model_dir.parent) / "objective.safetensors"))
+    assert {k for k in objective if k.endswith("log_t")} == {"contrastive.temperature.log_t",
+                                                             "extras.pairwise.temperature.log_t"}
+    for key in ("contrastive.temperature.log_t", "extras.pairwise.temperature.log_t"):
+        assert objective[key].item() == pytest.approx(math.log(0.1))
+
+
+def test_an_error_inside_the_loss_is_not_turned_into_a_zero_loss(tmp_path, fixture_plugins, monkeypatch):
+    def broken(self, feats, masks=None):
+        raise ValueError("a bug in the loss")
+
+    monkeypatch.setattr(gramx.losses.GramLoss, "forward", broken)
+    data = run_config(tmp_path, optim={"max_steps": 2})
+    with pytest.raises(ValueError, match="a bug in the loss"):
+        train(parse_config(data, tmp_path))
+
+
+def test_a_term_with_nothing_to_contrast_leaves_the_others_training(tmp_path, fixture_plugins):
+    """Batches without the anchor give DAM nothing; the pairwise term still trains on them, and the log counts them."""
+    import json as json_
+
+    data = run_config(tmp_path, loss={"type": "pairwise_all", "anchor": "text", "dam_weight": 0.5},
+                      optim={"max_steps": 6, "lr": 0.01}, data={"shuffle": False})
+    data["data"]["val"] = None
+    train_file = tmp_path / "train.jsonl"
+    rows = [json_.loads(line) for line in train_file.read_text().splitlines()]
+    for i, row in enumerate(rows):  # batches of 4: rows 4-7 and 12-15 have no text at all
+        row["point"] = row.get("point") or [0.0] * 8
+        if 4 <= i % 8 < 8:
+            row["text"] = None
+    train_file.write_text("".join(json_.dumps(r) + "\n" for r in rows))
+    model_dir = train(parse_config(data, tmp_path))
+    records = [json_.loads(line) for line in (model_dir.parent / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4, 5, 6]
+    without_text = [r for r in steps if r["step"] % 2 == 0]
+    assert all(r["loss"] > 0.1 and "dam" not in r and r["batches_without"] == {"dam": 1} for r in without_text)
+    assert all("dam" in r and "batches_without" not in r for r in steps if r["step"] % 2 == 1)
+    training = json_.loads((model_dir / "config.json").read_text())["training"]
+    assert training["batches_without"] == {"dam": 3}

@@ -5,17 +5,14 @@ import json
 import numpy as np
 import pytest
 
-import gramx
-from gramx import plugins
-from gramx.testing import ModalityConformance
+from gramx.testing import ModalityConformance, fresh_host, run_in_host
 from gramx_glyph import data
 
 
 @pytest.fixture(scope="module")
 def glyph():
-    plugins.reset()
-    yield gramx.get_modality("glyph")
-    plugins.reset()
+    with fresh_host() as host:
+        yield host.get_modality("glyph")
 
 
 @pytest.fixture
@@ -33,6 +30,11 @@ class TestGlyphConformance(ModalityConformance):
         self.modality = glyph
         self.samples = list(glyph.samples)
         self.bad_inputs = bad_files
+
+
+def test_runs_through_the_host(tmp_path):
+    run = run_in_host("glyph", tmp_path, distribution="gramx-glyph")
+    assert run.status.modalities == ["glyph"] and run.embeddings.shape == (4, 8)
 
 
 def test_glyph_loads_in_unit_range(glyph):

@@ -10,9 +10,8 @@ import soundfile as sf
 import torch
 
 import gramx
-import gramx.plugins
 from gramx.cli import main as gramx_main
-from gramx.testing import ModalityConformance, check_modality
+from gramx.testing import ModalityConformance, check_modality, fresh_host, run_in_host
 from gramx_audio import AUDIO, SAMPLES, AudioCNN, AudioConfig, load_audio
 from gramx_audio.features import _valid_frames
 from gramx_audio.io import fit_length, read_audio, resample
@@ -224,19 +223,13 @@ def test_hf_frozen(tiny_wav2vec2):
     assert not any(p.requires_grad for p in AUDIO.build_encoder(cfg).parameters())
 
 
-@pytest.fixture
-def fresh_host():
-    gramx.plugins.reset()
-    yield gramx.plugins.get_host()
-    gramx.plugins.reset()
+def test_runs_through_the_host(tmp_path):
+    """Discovered through its entry point, trained two steps, saved and loaded (gramx.testing.run_in_host)."""
+    run = run_in_host("audio", tmp_path, distribution="gramx-audio")
+    assert run.status.modalities == ["audio"] and run.embeddings.shape == (4, 8)
 
 
-def test_plugin_is_discovered(fresh_host):
-    record = fresh_host.records["audio"]
-    assert record.status == "ok" and record.distribution == "gramx-audio" and record.modalities == ["audio"]
-    assert fresh_host.get_modality("audio") is AUDIO
-
-
-def test_cli_check(fresh_host, capsys):
-    assert gramx_main(["plugins", "check", "audio"]) == 0
-    assert "audio: conforms" in capsys.readouterr().out
+def test_cli_check(capsys):
+    with fresh_host():
+        assert gramx_main(["plugins", "check", "audio"]) == 0
+        assert "audio: conforms" in capsys.readouterr().out

@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 import gramx
-import gramx.plugins
-from gramx.testing import ModalityConformance, check_modality
+from gramx.cli import main
+from gramx.testing import ModalityConformance, check_modality, fresh_host, run_in_host
 from gramx_depth import DEPTH, DepthConfig, DepthEncoder, depth_to_tensor, load_depth
 
 H, W = 40, 56
@@ -165,15 +165,9 @@ def test_encoder_shapes_and_feature_dim():
     assert enc.feature_dim == 48
 
 
-def test_plugin_discovery_and_cli():
-    gramx.plugins.reset()
-    try:
-        host = gramx.plugins.get_host()
-        record = host.records["depth"]
-        assert record.status == "ok" and record.modalities == ["depth"] and record.distribution == "gramx-depth"
-        assert gramx.get_modality("depth") is DEPTH
-        from gramx.cli import main
-
+def test_runs_through_the_host_and_the_cli_check(tmp_path):
+    run = run_in_host("depth", tmp_path, distribution="gramx-depth")
+    assert run.status.modalities == ["depth"] and run.embeddings.shape == (4, 8)
+    with fresh_host() as host:
+        assert host.get_modality("depth") is DEPTH
         assert main(["plugins", "check", "depth"]) == 0
-    finally:
-        gramx.plugins.reset()

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import gramx
-import gramx.plugins
-from gramx.testing import ModalityConformance, check_modality
+from gramx.cli import main
+from gramx.testing import ModalityConformance, check_modality, fresh_host, run_in_host
 from gramx_pointcloud import (
     POINTCLOUD,
     PointCloudConfig,
@@ -231,19 +231,12 @@ def test_encoder_is_permutation_invariant_and_exposes_feature_dim():
     assert torch.allclose(out, enc(x[:, torch.randperm(300)]), atol=1e-6)
 
 
-def test_plugin_discovery_and_cli():
-    gramx.plugins.reset()
-    try:
-        host = gramx.plugins.get_host()
-        record = host.records["pointcloud"]
-        assert record.status == "ok" and record.modalities == ["pointcloud"]
-        assert record.distribution == "gramx-pointcloud"
-        assert gramx.get_modality("pointcloud") is POINTCLOUD
-        from gramx.cli import main
-
+def test_runs_through_the_host_and_the_cli_check(tmp_path):
+    run = run_in_host("pointcloud", tmp_path, distribution="gramx-pointcloud")
+    assert run.status.modalities == ["pointcloud"] and run.embeddings.shape == (4, 8)
+    with fresh_host() as host:
+        assert host.get_modality("pointcloud") is POINTCLOUD
         assert main(["plugins", "check", "pointcloud"]) == 0
-    finally:
-        gramx.plugins.reset()
 
 
 def test_missing_libusb_is_reported_at_discovery(monkeypatch):

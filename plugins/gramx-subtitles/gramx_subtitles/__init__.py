@@ -6,7 +6,9 @@ its own lines:
 - ``"clips/ep1.srt"``: every cue (or the config's ``start``/``end`` window);
 - ``{"path": "clips/ep1.srt", "start": 12.0, "end": 19.5}``: the cues overlapping that window;
 - ``"clips/ep1.srt#t=12,19.5"``: the same window as a media-fragment suffix, which also fits
-  CSV manifests and the core's relative-path resolution.
+  CSV manifests.
+
+Relative paths, in either form, resolve against the manifest's folder (:func:`resolve_value`).
 
 The cues' text, markup removed, is joined into one string and encoded with the machinery of
 ``gramx-text`` (same ``model``/``max_length``/``pooling``/``freeze`` options).
@@ -24,6 +26,7 @@ from typing import Any
 import pydantic
 
 import gramx
+from gramx.modality import resolve_path
 from gramx_subtitles.parse import Cue, clean_cue_text, cues_in_window, read_cues, window_text
 from gramx_text.encoder import TextEncoderConfig, build_text_encoder, collate_texts
 
@@ -31,6 +34,7 @@ __all__ = [
     "SUBTITLES",
     "SubtitlesConfig",
     "load_subtitles",
+    "resolve_value",
     "Cue",
     "read_cues",
     "clean_cue_text",
@@ -132,6 +136,13 @@ def load_subtitles(value: Any, cfg: SubtitlesConfig) -> str:
     return text
 
 
+def resolve_value(value: Any, root: Path) -> Any:
+    """A manifest value with its file path made absolute against ``root`` (mappings keep their window)."""
+    if isinstance(value, Mapping) and isinstance(value.get("path"), (str, os.PathLike)):
+        return {**value, "path": resolve_path(value["path"], root)}
+    return resolve_path(value, root)
+
+
 SUBTITLES = gramx.Modality(
     name="subtitles",
     load=load_subtitles,
@@ -141,6 +152,7 @@ SUBTITLES = gramx.Modality(
     description="SRT / WebVTT subtitles (optionally a time window), encoded as text (gramx-text)",
     value_is_path=True,
     samples=(str(_SAMPLES_DIR / "sample.srt"), str(_SAMPLES_DIR / "sample.vtt")),
+    resolve=resolve_value,
 )
 
 

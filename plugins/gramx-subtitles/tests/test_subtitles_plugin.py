@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +14,8 @@ import pytest
 import torch
 
 import gramx
-import gramx.plugins
 from gramx.cli import main as gramx_main
-from gramx.testing import check_modality
+from gramx.testing import check_modality, fresh_host, run_in_host
 from gramx_subtitles import SUBTITLES, SubtitlesConfig, clean_cue_text, load_subtitles, read_cues
 from gramx_text.encoder import build_text_encoder, collate_texts
 from gramx_text.testing import save_tiny_bert
@@ -327,20 +327,33 @@ def test_a_manifest_with_text_and_windowed_subtitles_batches(files, tmp_path):
     assert encoder(batch["inputs"]["subtitles"]).shape == (2, 32)
 
 
+def test_relative_paths_inside_mapping_values_resolve_against_the_manifest(files, tmp_path, monkeypatch):
+    """`{"path": "data/a.srt", "start": 1}` loads like the string form, wherever the process runs."""
+    from gramx.data import ManifestDataset, read_manifest
+
+    folder = tmp_path / "set"
+    (folder / "data").mkdir(parents=True)
+    shutil.copy(files["srt"], folder / "data" / "a.srt")
+    rows = [{"subtitles": {"path": "data/a.srt", "start": 4, "end": 8}}, {"subtitles": "data/a.srt#t=4,8"}]
+    (folder / "m.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)  # not the manifest's folder
+    dataset = ManifestDataset(read_manifest(folder / "m.jsonl"), {"subtitles": (SUBTITLES, SubtitlesConfig())})
+    assert dataset.value(dataset.manifest.rows[0], "subtitles") == {
+        "path": str(folder / "data" / "a.srt"), "start": 4, "end": 8}
+    first, second = dataset[0], dataset[1]
+    assert first["error"] is None and second["error"] is None
+    assert first["values"]["subtitles"] == second["values"]["subtitles"] != ""
+
+
 # --- discovery ------------------------------------------------------------------------------
 
 
-def test_plugins_are_discovered_through_their_entry_points():
-    gramx.plugins.reset()
-    try:
-        host = gramx.plugins.get_host()
-        for name in ("text", "subtitles"):
-            record = host.provider(name)
-            assert record.status == "ok", record.error
-            assert record.distribution == f"gramx-{name}"
-        assert host.get_modality("subtitles") is SUBTITLES
-    finally:
-        gramx.plugins.reset()
+def test_runs_through_the_host(tmp_path):
+    """Discovered through its entry point, trained two steps on the shipped samples, saved and loaded."""
+    run = run_in_host("subtitles", tmp_path, distribution="gramx-subtitles")
+    assert run.status.modalities == ["subtitles"] and run.embeddings.shape == (4, 8)
+    with fresh_host() as host:
+        assert host.provider("text").distribution == "gramx-text" and host.get_modality("subtitles") is SUBTITLES
 
 
 def test_gramx_plugins_list_shows_text_and_subtitles():

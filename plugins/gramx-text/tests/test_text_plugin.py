@@ -9,8 +9,7 @@ import pytest
 import torch
 
 import gramx
-import gramx.plugins
-from gramx.testing import ModalityConformance, check_modality
+from gramx.testing import ModalityConformance, check_modality, run_in_host
 from gramx_text import TEXT, TextConfig, load_text
 from gramx_text.encoder import (
     TextEncoder,
@@ -192,14 +191,7 @@ def test_config_rejects_unknown_keys_and_bad_values():
         TextConfig(max_length=0)
 
 
-def test_plugin_is_discovered_through_its_entry_point():
-    gramx.plugins.reset()
-    try:
-        host = gramx.plugins.get_host()
-        record = host.records["text"]
-        assert record.status == "ok", record.error
-        assert record.modalities == ["text"]
-        assert record.distribution == "gramx-text"
-        assert host.get_modality("text") is TEXT
-    finally:
-        gramx.plugins.reset()
+def test_runs_through_the_host(tmp_path):
+    """Discovered through its entry point, trained two steps (bundled MiniLM), saved and loaded."""
+    run = run_in_host("text", tmp_path, distribution="gramx-text")
+    assert run.status.modalities == ["text"] and run.embeddings.shape == (4, 8)

@@ -10,9 +10,8 @@ import torch
 from PIL import Image
 
 import gramx
-import gramx.plugins
 from gramx.cli import main as gramx_main
-from gramx.testing import ModalityConformance, check_modality
+from gramx.testing import ModalityConformance, check_modality, fresh_host, run_in_host
 from gramx_video import IMAGE, IMAGE_SAMPLES, FrameCNN, ImageConfig, ImageEncoder, load_image
 from gramx_video.io import read_image
 
@@ -145,19 +144,14 @@ def test_config_is_strict():
         ImageConfig(std=[0.2, 0.0, 0.2])
 
 
-@pytest.fixture
-def fresh_host():
-    gramx.plugins.reset()
-    yield gramx.plugins.get_host()
-    gramx.plugins.reset()
+def test_runs_through_the_host(tmp_path):
+    """Discovered through its entry point, trained two steps, saved and loaded (gramx.testing.run_in_host)."""
+    run = run_in_host("image", tmp_path, distribution="gramx-video")
+    assert run.status.name == "video" and run.embeddings.shape == (4, 8)
 
 
-def test_plugin_is_discovered(fresh_host):
-    assert fresh_host.get_modality("image") is IMAGE
-    assert fresh_host.provider("image").name == "video" and fresh_host.provider("image").status == "ok"
-
-
-def test_cli_check(fresh_host, capsys):
-    assert len(IMAGE_SAMPLES) == 2
-    assert gramx_main(["plugins", "check", "image"]) == 0
-    assert "image: conforms" in capsys.readouterr().out
+def test_cli_check(capsys):
+    with fresh_host():
+        assert len(IMAGE_SAMPLES) == 2
+        assert gramx_main(["plugins", "check", "image"]) == 0
+        assert "image: conforms" in capsys.readouterr().out

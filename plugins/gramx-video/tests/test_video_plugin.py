@@ -11,9 +11,8 @@ import torch
 from PIL import Image
 
 import gramx
-import gramx.plugins
 from gramx.cli import main as gramx_main
-from gramx.testing import ModalityConformance, check_modality
+from gramx.testing import ModalityConformance, check_modality, fresh_host, run_in_host
 from gramx_video import VIDEO, VIDEO_SAMPLES, Jitter, VideoConfig, VideoEncoder, load_video, sample_indices
 from gramx_video.containers import declared_size
 from gramx_video.io import read_video
@@ -220,21 +219,14 @@ def test_config_is_strict():
     assert VideoConfig.model_validate({"num_frames": 16, "sampling": "segment", "jitter": True}).num_frames == 16
 
 
-@pytest.fixture
-def fresh_host():
-    gramx.plugins.reset()
-    yield gramx.plugins.get_host()
-    gramx.plugins.reset()
+def test_runs_through_the_host(tmp_path):
+    """Discovered through its entry point, trained two steps, saved and loaded (gramx.testing.run_in_host)."""
+    run = run_in_host("video", tmp_path, distribution="gramx-video")
+    assert sorted(run.status.modalities) == ["image", "video"] and run.embeddings.shape == (4, 8)
 
 
-def test_plugin_is_discovered(fresh_host):
-    record = fresh_host.records["video"]
-    assert record.status == "ok" and record.distribution == "gramx-video"
-    assert sorted(record.modalities) == ["image", "video"]
-    assert fresh_host.get_modality("video") is VIDEO
-
-
-def test_cli_check(fresh_host, capsys):
-    assert len(VIDEO_SAMPLES) == 1 and Path(VIDEO_SAMPLES[0]).stat().st_size < 10_000
-    assert gramx_main(["plugins", "check", "video"]) == 0
-    assert "video: conforms" in capsys.readouterr().out
+def test_cli_check(capsys):
+    with fresh_host():
+        assert len(VIDEO_SAMPLES) == 1 and Path(VIDEO_SAMPLES[0]).stat().st_size < 10_000
+        assert gramx_main(["plugins", "check", "video"]) == 0
+        assert "video: conforms" in capsys.readouterr().out
