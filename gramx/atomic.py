@@ -1,28 +1,105 @@
-"""Write a folder atomically: into a temporary sibling first, then rename it into place.
+"""Write output folders safely: into a temporary sibling, renamed into place, never over what isn't ours.
 
-A crash leaves either the old folder or the new one, never a half-written one.
+Every gramx writer (model directories, embedding indexes, checkpoints, run folders, the demo
+report) follows one rule: an existing path is replaced only when it is a gramx artefact of
+the same kind, recognised by its marker file (a JSON file whose ``format`` names the kind),
+and gramx says so on stderr. Anything else (a plain file, a folder with other files, another
+kind of artefact) is refused with an :class:`OutputExists` error, unless the caller insists
+(``overwrite=True``, the ``--overwrite`` option). Files get the user's umask, like any tool's.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["atomic_directory"]
+from gramx.errors import GramxError
+
+__all__ = ["Artefact", "OutputExists", "check_output", "remove", "apply_umask", "atomic_directory"]
+
+log = logging.getLogger("gramx")
+
+
+class OutputExists(GramxError):
+    """An output path holds something gramx may not replace."""
+
+
+@dataclass(frozen=True)
+class Artefact:
+    """A kind of folder gramx writes, recognised by ``marker`` (JSON with ``"format": format``)."""
+
+    name: str
+    marker: str
+    format: str
+
+    def owns(self, path: Path) -> bool:
+        """Whether ``path`` is a folder of this kind."""
+        try:
+            return json.loads((path / self.marker).read_text(encoding="utf-8")).get("format") == self.format
+        except (OSError, ValueError, AttributeError):
+            return False
+
+
+def _contents(path: Path, shown: int = 3) -> str:
+    names = sorted(p.name for p in path.iterdir())
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def check_output(path: str | Path, kind: Artefact, overwrite: bool = False) -> bool:
+    """Whether writing ``kind`` at ``path`` replaces something; raises :class:`OutputExists` if it may not.
+
+    Free to write: a missing path or an empty folder. Replaced with a notice: a folder of the
+    same kind. Refused unless ``overwrite``: anything else.
+    """
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return False
+    if path.is_dir() and not path.is_symlink() and (not any(path.iterdir()) or kind.owns(path)):
+        return True
+    if overwrite:
+        return True
+    what = f"is a file, not a {kind.name}" if not path.is_dir() else (
+        f"holds files that are not a {kind.name} ({_contents(path)})")
+    raise OutputExists(f"{path} {what}; gramx does not replace it",
+                       hint="choose another output path, or pass --overwrite (overwrite=True) to replace it")
+
+
+def remove(path: Path) -> None:
+    """Delete a file, link or folder."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def apply_umask(folder: Path) -> None:
+    """Give ``folder`` and everything in it the permissions the user's umask asks for."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for root, dirs, files in os.walk(folder):
+        os.chmod(root, 0o777 & ~mask)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o666 & ~mask)
 
 
 class atomic_directory:
-    """Context manager: write into a temporary sibling folder, then move it to ``path``.
+    """Context manager: write a ``kind`` folder into a temporary sibling, then move it to ``path``.
 
-    An existing ``path`` is replaced only once the new contents are complete.
+    The target is checked (:func:`check_output`) on entry and again just before the rename;
+    a folder of the same kind is replaced, with a notice. A crash leaves either the old
+    folder or the new one, never a half-written one.
     """
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
+    def __init__(self, path: str | Path, kind: Artefact, overwrite: bool = False):
+        self.path, self.kind, self.overwrite = Path(path), kind, overwrite
 
     def __enter__(self) -> Path:
+        check_output(self.path, self.kind, self.overwrite)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent))
         return self.tmp
@@ -31,14 +108,22 @@ class atomic_directory:
         if exc_type is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return
-        for f in self.tmp.iterdir():  # flush file contents before the rename
+        for f in self.tmp.rglob("*"):  # flush file contents before the rename
             if f.is_file():
                 with f.open("rb") as fh:
                     os.fsync(fh.fileno())
+        apply_umask(self.tmp)
+        try:
+            replaces = check_output(self.path, self.kind, self.overwrite)
+        except OutputExists:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise
         old = None
-        if self.path.exists():
+        if replaces:
+            if self.path.is_dir() and any(self.path.iterdir()):
+                log.warning("gramx: replacing %s with a new %s", self.path, self.kind.name)
             old = self.path.parent / f".{self.path.name}.old-{os.getpid()}"
             os.replace(self.path, old)
         os.replace(self.tmp, self.path)
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            remove(old)

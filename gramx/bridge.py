@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from gramx.losses import symmetric_cross_entropy
+from gramx.progress import progress as progress_report
 
 __all__ = ["aggregate", "Projector", "BridgePools", "PseudoTuples", "pseudo_tuples", "bridge_loss", "fit_projector"]
 
@@ -196,7 +196,7 @@ def fit_projector(
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     projector.train()
     losses = []
-    bar = tqdm(range(steps), desc="bridge", disable=not progress)
+    bar = progress_report(range(steps), desc="bridge", unit="step", disable=not progress)
     for _ in bar:
         rows = torch.randperm(len(tuples), generator=generator)[:batch_size]
         loss = bridge_loss(projector, tuples.subset(rows), temperature, intra_weight)

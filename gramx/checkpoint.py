@@ -29,7 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from gramx.atomic import atomic_directory
+from gramx.atomic import Artefact, atomic_directory
 from gramx.errors import GramxError
 from gramx.model_dir import state_for_saving, write_model_files
 
@@ -37,6 +37,8 @@ __all__ = ["TrainingParts", "rng_state", "set_rng_state", "write_checkpoint", "r
            "list_checkpoints", "latest_checkpoint", "prune_checkpoints"]
 
 STATE_NAME = "state.json"
+#: A checkpoint, recognised by its state.json.
+CHECKPOINT = Artefact("gramx checkpoint", STATE_NAME, "gramx-checkpoint")
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
@@ -107,11 +109,11 @@ def write_checkpoint(path: Path, parts: TrainingParts, progress: dict[str, Any],
     opt_tensors, opt_meta = _optimizer_to_safe(parts.optimizer.state_dict())
     rng_tensors = {f"{k}.{rank}": v.cpu().contiguous() for rank, (_, t) in enumerate(rng) for k, v in t.items()}
     state = {
-        **progress, "optimizer": opt_meta, "scheduler": parts.scheduler.state_dict(),
+        "format": CHECKPOINT.format, **progress, "optimizer": opt_meta, "scheduler": parts.scheduler.state_dict(),
         "scaler": parts.scaler.state_dict() if parts.scaler is not None else None,
         "rng": [meta for meta, _ in rng],
     }
-    with atomic_directory(path) as tmp:
+    with atomic_directory(path, CHECKPOINT) as tmp:
         write_model_files(tmp, parts.model.config, parts.model)
         save_file(state_for_saving(parts.objective), str(tmp / "objective.safetensors"))
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))

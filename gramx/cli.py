@@ -15,17 +15,20 @@ from pathlib import Path
 
 import yaml
 
+from gramx.atomic import check_output
 from gramx.config import config_schema, load_config
 from gramx.data import ErrorLog
 from gramx.embed import embed_manifest
 from gramx.errors import GramxError
 from gramx.evaluate import evaluate
 from gramx.extend import add_modalities, bridge_spaces, load_bridge_config
-from gramx.index import EmbeddingIndex, save_embeddings
+from gramx.index import INDEX, EmbeddingIndex, save_embeddings
 from gramx.model import load_model
 from gramx.plugins import get_host, get_modality
+from gramx.reference import render as render_reference
 from gramx.testing import check_modality
 from gramx.train import train
+from gramx.version import __version__
 
 __all__ = ["main", "build_parser"]
 
@@ -40,18 +43,25 @@ def cmd_plugins_list(args: argparse.Namespace) -> int:
     """List installed plugins, their modalities and their status."""
     host = get_host()
     records = sorted(host.records.values(), key=lambda r: r.name)
+    modalities = host.modalities()
     if args.json:
         print(json.dumps([
-            {"plugin": r.name, "modalities": r.modalities, "version": r.version,
-             "distribution": r.distribution, "status": r.status, "error": r.error}
+            {"plugin": r.name, "modalities": r.modalities, "commands": r.commands, "version": r.version,
+             "distribution": r.distribution, "status": r.status, "error": r.error,
+             "descriptions": {m: modalities[m].description for m in r.modalities}}
             for r in records
         ], indent=2))
         return 0
     rows = [
-        [r.name, ", ".join(r.modalities) or "-", r.version or "-", r.distribution or "-", r.status, r.error or ""]
+        [r.name, ", ".join(r.modalities + r.commands) or "-", r.version or "-", r.distribution or "-", r.status,
+         r.error or ""]
         for r in records
     ]
-    _print_table(rows, ["plugin", "modalities", "version", "distribution", "status", "error"])
+    _print_table(rows, ["plugin", "provides", "version", "distribution", "status", "error"])
+    if modalities:
+        print()
+        _print_table([[name, host.provider(name).name, m.description or "-"] for name, m in modalities.items()],
+                     ["modality", "plugin", "description"])
     return 0
 
 
@@ -80,7 +90,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train a model as a run file describes."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = _load_run_config(args)
-    path = train(config, resume=args.resume)
+    path = train(config, resume=args.resume, overwrite=args.overwrite)
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"model written to {path}")
     return 0
@@ -89,7 +99,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_extend_add(args: argparse.Namespace) -> int:
     """Add the run file's new modalities to a trained model, keeping its space frozen."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    path = add_modalities(args.base, _load_run_config(args), resume=args.resume)
+    path = add_modalities(args.base, _load_run_config(args), resume=args.resume, overwrite=args.overwrite)
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"model written to {path}")
     return 0
@@ -98,8 +108,14 @@ def cmd_extend_add(args: argparse.Namespace) -> int:
 def cmd_extend_bridge(args: argparse.Namespace) -> int:
     """Bridge a leaf space into a base space through a shared modality, without paired data."""
     overrides = list(args.set or []) + ([f"device={args.device}"] if args.device else [])
-    path = bridge_spaces(load_bridge_config(args.config, overrides))
+    path = bridge_spaces(load_bridge_config(args.config, overrides), overwrite=args.overwrite)
     print(f"model written to {path}")
+    return 0
+
+
+def cmd_config_reference(args: argparse.Namespace) -> int:
+    """Print the configuration reference (Markdown) for the installed modalities."""
+    print(render_reference(get_host().modalities()), end="")
     return 0
 
 
@@ -161,11 +177,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_embed(args: argparse.Namespace) -> int:
     """Embed every row of a manifest into an index folder (per-modality .npy + safetensors, index.json)."""
+    check_output(args.output, INDEX, args.overwrite)  # before the work, not after
     model = _model(args)
     errors = ErrorLog()
     emb = embed_manifest(model, args.manifest, batch_size=args.batch_size, workers=args.workers,
                          on_error=args.on_error, error_log=errors, progress=True)
-    index = save_embeddings(emb, args.output, args.model, args.manifest, model.dim)
+    index = save_embeddings(emb, args.output, model, args.manifest, overwrite=args.overwrite)
     if errors.count:
         print(f"gramx: {errors.summary()}", file=sys.stderr)
     counts = ", ".join(f"{n} {m['count']}" for n, m in index["modalities"].items())
@@ -185,7 +202,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     candidates = index.candidates(qmod, names)
     model = _model(args)
     value = args.query if args.query is not None else str(Path(args.query_file).resolve())
-    score_name, hits = index.search(model.embed_values(qmod, [value]), candidates, k=args.k)
+    score_name, hits = index.query(model, value, qmod, candidates, k=args.k)
     if args.json:
         results = [{"rank": h.rank, "id": h.id, score_name: h.score, "values": h.values} for h in hits]
         print(json.dumps({"query_modality": qmod, "candidates": candidates, "results": results}, indent=2))
@@ -195,86 +212,103 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+EXAMPLES = """\
+examples:
+  gramx plugins list                                  the installed modalities
+  gramx train examples/digits.yaml                    train audio + image + text together
+  gramx eval runs/digits/model examples/data/digits/test.jsonl --classes examples/classes-digits.txt
+  gramx embed runs/digits/model examples/data/digits/test.jsonl -o runs/digits/index
+  gramx search runs/digits/model --index runs/digits/index --query "seven" --modality audio,image
+  gramx extend add runs/digits-a/model examples/extend-add-audio.yaml
+  gramx config reference                              every key of a run file
+
+Relative paths in a run or bridge file resolve against that file's folder; paths typed on the
+command line (arguments, --set) against the working folder. Nothing is ever written over a file
+or folder gramx did not make, unless you pass --overwrite."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``gramx`` command."""
-    parser = argparse.ArgumentParser(prog="gramx", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="gramx", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
+        description="Align any number of modalities in one embedding space with the Gram volume, and grow "
+        "that space through plugins.")
+    parser.add_argument("--version", action="version", version=f"gramx {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    commands = parser.add_subparsers(dest="command", required=True)
-    debug = argparse.ArgumentParser(add_help=False)
-    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors")
 
-    plugins = commands.add_parser("plugins", help="installed modality plugins")
-    plugin_commands = plugins.add_subparsers(dest="plugins_command", required=True)
-    listing = plugin_commands.add_parser("list", help="list plugins and their status")
+    def command(group, name: str, help: str, func=None) -> argparse.ArgumentParser:
+        sub = group.add_parser(name, parents=[common], help=help, description=help[0].upper() + help[1:] + ".")
+        if func is not None:
+            sub.set_defaults(func=func)
+        return sub
+
+    def group(name: str, help: str):
+        return command(commands, name, help).add_subparsers(dest=f"{name}_command", required=True, metavar="COMMAND")
+
+    def run_file_options(p: argparse.ArgumentParser, writes: bool = True) -> None:
+        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key, e.g. optim.lr=3e-4")
+        p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+        if writes:
+            p.add_argument("--overwrite", action="store_true", help="replace the output folder even if gramx "
+                           "did not make it (default: refuse)")
+
+    def model_options(p: argparse.ArgumentParser, loading: bool = True) -> None:
+        p.add_argument("model", metavar="MODEL", help="model directory")
+        p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+        if loading:
+            p.add_argument("manifest", metavar="MANIFEST", help="JSONL or CSV manifest")
+            p.add_argument("--batch-size", type=int, default=64, help="rows per batch (default 64)")
+            p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+            p.add_argument("--on-error", choices=["raise", "skip"], default="raise",
+                           help="a bad row: stop (default) or skip it and report it")
+
+    plugins = group("plugins", "installed modality plugins")
+    listing = command(plugins, "list", "list plugins, their modalities and status", cmd_plugins_list)
     listing.add_argument("--json", action="store_true", help="print JSON")
-    listing.set_defaults(func=cmd_plugins_list)
-    check = plugin_commands.add_parser("check", help="run the conformance kit on a modality")
+    check = command(plugins, "check", "run the conformance kit on a modality", cmd_plugins_check)
     check.add_argument("name", help="modality name")
     check.add_argument("--sample", action="append", help="sample input (repeatable)")
-    check.set_defaults(func=cmd_plugins_check)
 
-    def device_option(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
-
-    def loading_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--batch-size", type=int, default=64, help="rows per batch (default 64)")
-        p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-        p.add_argument("--on-error", choices=["raise", "skip"], default="raise",
-                       help="a bad row: stop (default) or skip it and report it")
-
-    train = commands.add_parser("train", parents=[debug], help="train a model from a run file")
+    train = command(commands, "train", "train a model from a run file", cmd_train)
     train.add_argument("config", metavar="RUN.yaml", help="run configuration")
-    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key, e.g. optim.lr=3e-4")
     train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
-    device_option(train)
-    train.set_defaults(func=cmd_train)
+    run_file_options(train)
 
-    extend = commands.add_parser("extend", help="grow a trained model: add a modality, or bridge two spaces")
-    extend_commands = extend.add_subparsers(dest="extend_command", required=True)
-    add = extend_commands.add_parser("add", parents=[debug], help="add modalities to a frozen trained model")
+    extend = group("extend", "grow a trained model: add a modality, or bridge two spaces")
+    add = command(extend, "add", "add modalities to a frozen trained model", cmd_extend_add)
     add.add_argument("base", metavar="MODEL", help="trained model directory to extend")
     add.add_argument("config", metavar="RUN.yaml", help="run file naming the existing and the new modalities")
-    add.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key of the run file")
     add.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
-    device_option(add)
-    add.set_defaults(func=cmd_extend_add)
-    bridge = extend_commands.add_parser("bridge", parents=[debug], help="bridge a leaf space into a base space")
+    run_file_options(add)
+    bridge = command(extend, "bridge", "bridge a leaf space into a base space", cmd_extend_bridge)
     bridge.add_argument("config", metavar="BRIDGE.yaml", help="bridge configuration")
-    bridge.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key")
-    device_option(bridge)
-    bridge.set_defaults(func=cmd_extend_bridge)
+    run_file_options(bridge)
 
-    config = commands.add_parser("config", help="run configuration: schema and resolved view")
-    config_commands = config.add_subparsers(dest="config_command", required=True)
-    schema = config_commands.add_parser("schema", parents=[debug], help="print the JSON schema of run files")
-    schema.set_defaults(func=cmd_config_schema)
-    show = config_commands.add_parser("show", parents=[debug], help="print a run file with defaults filled in")
+    config = group("config", "run configuration: reference, schema and resolved view")
+    command(config, "reference", "print every key of run and bridge files (Markdown)", cmd_config_reference)
+    command(config, "schema", "print the JSON schema of run files", cmd_config_schema)
+    show = command(config, "show", "print a run file with defaults filled in and paths resolved", cmd_config_show)
     show.add_argument("config", metavar="RUN.yaml")
-    show.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key")
     show.add_argument("--json", action="store_true", help="print JSON instead of YAML")
-    show.set_defaults(func=cmd_config_show, device=None)
+    run_file_options(show, writes=False)
 
-    evaluate = commands.add_parser("eval", parents=[debug], help="retrieval and zero-shot metrics on a manifest")
-    evaluate.add_argument("model", metavar="MODEL", help="model directory")
-    evaluate.add_argument("manifest", metavar="MANIFEST", help="JSONL or CSV manifest")
+    evaluate = command(commands, "eval", "retrieval and zero-shot metrics on a manifest", cmd_eval)
+    model_options(evaluate)
     evaluate.add_argument("--json", action="store_true", help="print the evaluation report as JSON")
     evaluate.add_argument("--classes", metavar="FILE", help="class names for zero-shot, line i = label i")
     evaluate.add_argument("--template", default="{}", help='zero-shot prompt, e.g. "a photo of {}"')
-    loading_options(evaluate)
-    device_option(evaluate)
-    evaluate.set_defaults(func=cmd_eval)
 
-    embed = commands.add_parser("embed", parents=[debug], help="embed a manifest into .npy/safetensors files")
-    embed.add_argument("model", metavar="MODEL", help="model directory")
-    embed.add_argument("manifest", metavar="MANIFEST", help="JSONL or CSV manifest")
-    embed.add_argument("-o", "--output", required=True, type=Path, help="output folder")
-    loading_options(embed)
-    device_option(embed)
-    embed.set_defaults(func=cmd_embed)
+    embed = command(commands, "embed", "embed a manifest into an index folder (.npy + safetensors)", cmd_embed)
+    model_options(embed)
+    embed.add_argument("-o", "--output", required=True, type=Path, help="index folder to write")
+    embed.add_argument("--overwrite", action="store_true", help="replace the output even if it is not an index")
 
-    search = commands.add_parser("search", parents=[debug], help="search an embedding index")
-    search.add_argument("model", metavar="MODEL", help="model directory")
-    search.add_argument("--index", required=True, help="folder written by gramx embed")
+    search = command(commands, "search", "search an embedding index with a text or file query", cmd_search)
+    model_options(search, loading=False)
+    search.add_argument("--index", required=True, help="folder written by gramx embed with the same model")
     search.add_argument("--query", help="query text")
     search.add_argument("--query-file", help="query file (give its modality with --query-modality)")
     search.add_argument("--query-modality", help="modality of the query (default: text for --query)")
@@ -282,9 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: every indexed modality except the query's)")
     search.add_argument("-k", type=int, default=10, help="number of results (default 10)")
     search.add_argument("--json", action="store_true", help="print JSON")
-    device_option(search)
-    search.set_defaults(func=cmd_search)
-    get_host().add_commands(commands)  # commands contributed by plugins (e.g. `gramx demo`)
+    get_host().add_commands(commands, parents=[common])  # commands contributed by plugins (e.g. `gramx demo`)
     return parser
 
 

@@ -13,13 +13,18 @@ A run is described by one YAML file::
 
 Every section forbids unknown keys; a misspelt key is an error naming its path and the
 keys allowed there. The options of a modality are validated by that modality's own config
-class (from its plugin). Relative input paths (manifests, class lists) resolve against the
-folder of the YAML file; ``output.dir`` resolves against the working directory.
+class (from its plugin).
+
+One rule for relative paths: a path written in a file (manifests, class lists, the output
+folder, models of a bridge file) resolves against that file's folder; a path typed on the
+command line (``--set data.val=x.jsonl``, arguments) against the working folder.
 """
 
 from __future__ import annotations
 
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,8 +48,12 @@ __all__ = [
     "load_config",
     "parse_config",
     "apply_overrides",
+    "resolve_paths",
     "config_schema",
 ]
+
+#: Where every configuration error points.
+REFERENCE_HINT = "every key is in the configuration reference: `gramx config reference` (docs/config-reference.md)"
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
@@ -153,7 +162,7 @@ class EvalConfig(Section):
 class OutputConfig(Section):
     """Where the run writes, and how often it checkpoints."""
 
-    dir: Path = Field(Path("runs/gramx"), description="run folder (relative to the working directory)")
+    dir: Path = Field(Path("runs/gramx"), description="run folder")
     checkpoint_every: int | None = Field(None, ge=1, description="checkpoint every N steps (and each epoch end)")
     keep_checkpoints: int = Field(2, ge=1)
 
@@ -162,7 +171,7 @@ class LoggingConfig(Section):
     """Progress bars, the JSONL metrics log and TensorBoard."""
 
     every: int = Field(10, ge=1, description="log training metrics every N steps")
-    progress: bool = Field(True, description="tqdm progress bars")
+    progress: bool = Field(True, description="progress reports: a bar on a terminal, a line per interval in logs")
     tensorboard: bool = True
 
 
@@ -213,19 +222,45 @@ def _validate_plugin_options(config: RunConfig) -> None:
         modality = get_modality(name)
         entry._plugin_config = validate(
             modality.config, entry.options, "invalid config", ("modalities", name, "options"),
-            hint=f"the options of {name!r} are defined by its plugin; see `gramx config schema`",
+            hint=f"the options of {name!r} are defined by its plugin; {REFERENCE_HINT}",
         )
         entry.options = entry._plugin_config.model_dump(mode="json")
 
 
-def _resolve_paths(config: RunConfig, base: Path) -> None:
-    def absolute(p: Path | None) -> Path | None:
-        return None if p is None else (p if p.is_absolute() else (base / p)).resolve()
+def _absolute(path: Path, base: Path) -> Path:
+    path = path.expanduser()
+    return (path if path.is_absolute() else base / path).resolve()
 
-    config.data.train = absolute(config.data.train)
-    config.data.val = absolute(config.data.val)
-    config.eval.classes = absolute(config.eval.classes)
-    config.output.dir = config.output.dir.expanduser().resolve()
+
+def resolve_paths(section: BaseModel, base: str | Path) -> None:
+    """Make every relative path of a validated configuration absolute against ``base``, in place.
+
+    Path fields of nested sections and dictionaries of paths (a bridge file's pools) count.
+    """
+    for name in type(section).model_fields:
+        value = getattr(section, name)
+        if isinstance(value, BaseModel):
+            resolve_paths(value, base)
+        elif isinstance(value, Path):
+            setattr(section, name, _absolute(value, Path(base)))
+        elif isinstance(value, dict) and value and all(isinstance(v, Path) for v in value.values()):
+            setattr(section, name, {k: _absolute(v, Path(base)) for k, v in value.items()})
+
+
+def _is_path_key(model: type[BaseModel], parts: list[str]) -> bool:
+    """Whether the key ``a.b.c`` of ``model`` holds a path (or a mapping of paths)."""
+    current: Any = model
+    for part in parts:
+        if isinstance(current, type) and issubclass(current, BaseModel) and part in current.model_fields:
+            current = current.model_fields[part].annotation
+        elif typing.get_origin(current) is dict:
+            current = typing.get_args(current)[1]
+        else:
+            return False
+        arms = [a for a in typing.get_args(current) if a is not type(None)]
+        if typing.get_origin(current) in (typing.Union, types.UnionType) and len(arms) == 1:
+            current = arms[0]
+    return current is Path or (typing.get_origin(current) is dict and typing.get_args(current)[1] is Path)
 
 
 def parse_config(data: Any, base: str | Path = ".", plugins: bool = True) -> RunConfig:
@@ -236,8 +271,8 @@ def parse_config(data: Any, base: str | Path = ".", plugins: bool = True) -> Run
     """
     if not isinstance(data, dict):
         raise ConfigError(f"a run config must be a mapping of sections, got {type(data).__name__}")
-    config = validate(RunConfig, data, "invalid config", hint="`gramx config schema` lists every key")
-    _resolve_paths(config, Path(base))
+    config = validate(RunConfig, data, "invalid config", hint=REFERENCE_HINT)
+    resolve_paths(config, base)
     if plugins:
         _validate_plugin_options(config)
     return config
@@ -257,10 +292,16 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     return parts, value
 
 
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply ``a.b=c`` overrides (values parsed as YAML) to a nested mapping, in place."""
+def apply_overrides(data: dict, overrides: list[str], model: type[BaseModel] | None = None) -> dict:
+    """Apply ``a.b=c`` overrides (values parsed as YAML) to a nested mapping, in place.
+
+    With ``model``, the values of its path keys are made absolute against the working
+    folder: they were typed on the command line.
+    """
     for item in overrides:
         parts, value = _parse_override(item)
+        if model is not None and _is_path_key(model, parts):
+            value = _cwd_paths(value)
         node = data
         for i, part in enumerate(parts[:-1]):
             child = node.get(part)
@@ -271,6 +312,12 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             node = child
         node[parts[-1]] = value
     return data
+
+
+def _cwd_paths(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _cwd_paths(v) for k, v in value.items()}
+    return str(_absolute(Path(value), Path.cwd())) if isinstance(value, str) and value else value
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -290,11 +337,11 @@ def read_yaml(path: str | Path) -> dict:
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None, plugins: bool = True) -> RunConfig:
-    """Read, override and validate a run file."""
+    """Read, override and validate a run file (paths: see the module docstring)."""
     data = read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a run config must be a mapping of sections")
-    apply_overrides(data, overrides or [])
+    apply_overrides(data, overrides or [], RunConfig)
     try:
         return parse_config(data, Path(path).parent, plugins=plugins)
     except ConfigError as exc:

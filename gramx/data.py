@@ -14,6 +14,7 @@ recorded in an :class:`ErrorLog` that reports the count and the first examples.
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -82,6 +83,23 @@ class Manifest:
     @property
     def has_labels(self) -> bool:
         return bool(self.rows) and all(r.label is not None for r in self.rows)
+
+    def check_columns(self, names: Iterable[str]) -> list[str]:
+        """Raise a :class:`DataError` when one of the modalities ``names`` has no value in any row.
+
+        Returns the columns that are not among ``names`` (each with a did-you-mean when it is
+        close to one), for a warning.
+        """
+        names = list(names)
+        unused = [c for c in self.columns if c not in names]
+        for name in names:
+            if name not in self.columns:
+                close = difflib.get_close_matches(name, unused, n=1)
+                hint = (f"the manifest has a column {close[0]!r}: did you mean {name!r}?" if close else
+                        f"its columns are {', '.join(self.columns) or 'none'}; every modality of the run needs values")
+                raise DataError(f"{self.path}: no row has a value for the modality {name!r}", hint=hint)
+        return [c + "".join(f" (did you mean {m!r}?)" for m in difflib.get_close_matches(c, names, n=1))
+                for c in unused]
 
     def row_error(self, row: Row, name: str, problem: str) -> str:
         """The message for a row whose ``name`` value failed: ``"train.jsonl line 6 (audio): ..."``."""

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from tqdm.auto import tqdm
 
 from gramx.data import (
     SKIP_HINT,
@@ -29,6 +28,7 @@ from gramx.data import (
     to_device,
 )
 from gramx.modality import Modality
+from gramx.progress import progress as progress_report
 
 if TYPE_CHECKING:
     from gramx.config import RunConfig
@@ -143,7 +143,7 @@ def embed_manifest(
     bad: dict[int, str] = {}
     feats, masks = {}, {}
     with _evaluating(model):
-        for name in tqdm(names, desc="embed", unit="modality", leave=False, disable=not progress):
+        for name in progress_report(names, desc="embed", unit="modality", leave=False, disable=not progress):
             values = [resolver.value(r, name) for r in rows]
             index, table, failed = encode_unique(
                 [v for v in values if v is not None], model.modalities[name], model.modality_configs[name],

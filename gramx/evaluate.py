@@ -24,7 +24,7 @@ from gramx.errors import GramxError
 from gramx.volume import volume_matrix
 
 __all__ = ["ranks", "retrieval_metrics", "average_precision", "zeroshot_accuracy", "evaluate", "read_classes",
-           "summarize"]
+           "zeroshot_targets", "summarize"]
 
 RECALL_AT = (1, 5, 10)
 
@@ -145,8 +145,12 @@ def _both(masks: dict, names) -> torch.Tensor:
     return present.nonzero().squeeze(1)
 
 
-def _zeroshot_targets(labels, classes: list[str] | None) -> tuple[list[str], list[int | None]] | None:
-    """Class names and the class index of each row (``None`` for unlabelled rows)."""
+def zeroshot_targets(labels, classes: list[str] | None) -> tuple[list[str], list[int | None]] | None:
+    """Class names and the class index of each row (``None`` for unlabelled rows).
+
+    ``classes`` default to the labels when they are strings (else ``None`` is returned).
+    A label with no class name is an error.
+    """
     if classes is None:
         values = [label for label in labels if label is not None]
         if not values or not all(isinstance(label, str) for label in values):
@@ -215,7 +219,7 @@ def _report(emb: Embeddings, model, classes, template: str, parts: Sequence[str]
     if "zeroshot" in parts and model is not None and text_modality in getattr(model, "names", []):
         if classes is not None and not isinstance(classes, list):
             classes = read_classes(classes)
-        found = _zeroshot_targets(emb.labels, classes)
+        found = zeroshot_targets(emb.labels, classes)
         if found is not None:
             class_names, targets = found
             prompts = model.embed_values(text_modality, [template.format(c) for c in class_names])

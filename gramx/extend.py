@@ -20,13 +20,14 @@ from pathlib import Path
 import torch
 from pydantic import Field
 
+from gramx.atomic import check_output
 from gramx.bridge import BridgePools, Projector, fit_projector, pseudo_tuples
-from gramx.config import RunConfig, apply_overrides, read_yaml
+from gramx.config import REFERENCE_HINT, RunConfig, apply_overrides, read_yaml, resolve_paths
 from gramx.distributed import resolve_device
 from gramx.embed import embed_manifest
 from gramx.errors import ConfigError, GramxError
 from gramx.model import GramxModel, load_model
-from gramx.model_dir import SavedModality, saved_plugin
+from gramx.model_dir import MODEL_DIR, SavedModality, saved_plugin
 from gramx.train import train
 from gramx.validation import Section, validate
 from gramx.version import __version__
@@ -75,9 +76,13 @@ def grow_model(base_dir: str | Path, run: RunConfig) -> GramxModel:
     return model
 
 
-def add_modalities(base_dir: str | Path, run: RunConfig, resume: bool = False, device: str | None = None) -> Path:
-    """Train ``run``'s new modalities against the frozen base model; returns the model directory."""
-    return train(run, resume=resume, device=device, build_model=partial(grow_model, base_dir))
+def add_modalities(base_dir: str | Path, run: RunConfig, resume: bool = False, device: str | None = None,
+                   overwrite: bool = False) -> Path:
+    """Train ``run``'s new modalities against the frozen base model; returns the model directory.
+
+    ``resume`` and ``overwrite`` are :func:`gramx.train.train`'s.
+    """
+    return train(run, resume=resume, device=device, build_model=partial(grow_model, base_dir), overwrite=overwrite)
 
 
 class ProjectorConfig(Section):
@@ -114,15 +119,13 @@ class BridgeConfig(Section):
 def load_bridge_config(path: str | Path, overrides: list[str] | None = None) -> BridgeConfig:
     """Read a bridge YAML file with ``a.b=c`` overrides.
 
-    Pool manifests resolve against the file's folder; ``base``, ``leaf`` and ``output``
-    (model directories, like a run's ``output.dir``) against the working directory.
+    Relative paths (``base``, ``leaf``, ``output``, the pools) resolve against the file's
+    folder, those given with ``--set`` against the working folder.
     """
     path = Path(path)
-    data = apply_overrides(read_yaml(path), overrides or [])
-    config = validate(BridgeConfig, data, f"{path}: invalid bridge config")
-    # pools are inputs beside the file; models and output belong to runs in the working folder
-    config.pools = {m: (path.parent / p).resolve() for m, p in config.pools.items()}
-    config.base, config.leaf, config.output = (p.expanduser().resolve() for p in (config.base, config.leaf, config.output))
+    data = apply_overrides(read_yaml(path), overrides or [], BridgeConfig)
+    config = validate(BridgeConfig, data, f"{path}: invalid bridge config", hint=REFERENCE_HINT)
+    resolve_paths(config, path.parent)
     return config
 
 
@@ -134,8 +137,12 @@ def _pool(model: GramxModel, manifest: Path, name: str, progress: bool) -> torch
     return feats
 
 
-def bridge_spaces(config: BridgeConfig) -> Path:
-    """Learn a projector from B's space into A's on unpaired pools; write the joined model."""
+def bridge_spaces(config: BridgeConfig, overwrite: bool = False) -> Path:
+    """Learn a projector from B's space into A's on unpaired pools; write the joined model.
+
+    A model directory at ``config.output`` is replaced; anything else only with ``overwrite``.
+    """
+    check_output(config.output, MODEL_DIR, overwrite)  # before any work
     device = resolve_device(config.device)
     base, leaf = load_model(config.base, device=device), load_model(config.leaf, device=device)
     shared = config.shared
@@ -184,4 +191,5 @@ def bridge_spaces(config: BridgeConfig) -> Path:
         for key, value in projector.state_dict().items():
             state[f"bridges.{name}.{key}"] = value
     model.load_state_dict(state, strict=True)
-    return model.save_pretrained(config.output, training={**joined.training, "bridge": config.model_dump(mode="json")})
+    return model.save_pretrained(config.output, training={**joined.training, "bridge": config.model_dump(mode="json")},
+                                 overwrite=overwrite)

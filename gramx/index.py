@@ -3,13 +3,15 @@
 :func:`save_embeddings` writes an index folder and :class:`EmbeddingIndex` searches it::
 
     FOLDER/
-      index.json          format, model, manifest, dim, the rows' ids and labels, and per
+      index.json          format, the model (path, fingerprint, dim), the manifest, the rows'
+                          ids and labels, and per
                           modality: its files, the rows it is present in, their ids and values
       NAME.npy            float32 [n, dim]: the embeddings of modality NAME where present
       NAME.safetensors    the same with the row numbers, the ids in its metadata
 
 A query searches one modality by cosine similarity, or tuples of several by Gram volume
-(:class:`gramx.volume.VolumeIndex`).
+(:class:`gramx.volume.VolumeIndex`). Only the model that made an index may query it: its
+fingerprint (:func:`gramx.model_dir.fingerprint`) and dimension are checked.
 """
 
 from __future__ import annotations
@@ -17,33 +19,46 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from safetensors.numpy import save_file
 
-from gramx.atomic import atomic_directory
+from gramx.atomic import Artefact, atomic_directory
 from gramx.embed import Embeddings
 from gramx.errors import GramxError
+from gramx.model_dir import fingerprint
 from gramx.volume import VolumeIndex
 
-__all__ = ["INDEX_NAME", "save_embeddings", "Hit", "EmbeddingIndex"]
+if TYPE_CHECKING:
+    from gramx.model import GramxModel
+
+__all__ = ["INDEX_NAME", "INDEX", "save_embeddings", "Hit", "EmbeddingIndex"]
 
 INDEX_NAME = "index.json"
+FORMAT = "gramx-embeddings"
+#: An embedding index, recognised by its index.json.
+INDEX = Artefact("gramx embedding index", INDEX_NAME, FORMAT)
 
 
-def save_embeddings(emb: Embeddings, folder: str | Path, model: str | Path, manifest: str | Path, dim: int) -> dict:
-    """Write ``emb`` (of ``manifest``, embedded by the model directory ``model``) as an index at ``folder``.
+def save_embeddings(emb: Embeddings, folder: str | Path, model: GramxModel, manifest: str | Path,
+                    overwrite: bool = False) -> dict:
+    """Write ``emb`` (of ``manifest``, embedded by ``model``) as an index at ``folder``; returns ``index.json``.
 
-    Written atomically; returns the contents of ``index.json``.
+    Written atomically. The model is recorded by its directory and fingerprint when it was
+    loaded from (or saved to) one. An index already at ``folder`` is replaced; anything else
+    only with ``overwrite``.
     """
     index: dict[str, Any] = {
-        "format": "gramx-embeddings", "format_version": 1, "model": str(Path(model).resolve()),
-        "manifest": str(Path(manifest).resolve()), "dim": dim, "tuples": len(emb),
+        "format": FORMAT, "format_version": 1,
+        "model": {"path": str(model.source) if model.source else None,
+                  "fingerprint": fingerprint(model.source) if model.source else None,
+                  "dim": model.dim, "modalities": model.names},
+        "manifest": str(Path(manifest).resolve()), "tuples": len(emb),
         "ids": emb.ids, "labels": emb.labels, "modalities": {},
     }
-    with atomic_directory(folder) as tmp:
+    with atomic_directory(folder, INDEX, overwrite) as tmp:
         for name in emb.feats:
             rows = emb.masks[name].nonzero().squeeze(1)
             if rows.numel() == 0:
@@ -96,6 +111,23 @@ class EmbeddingIndex:
         """The embeddings of modality ``name``, one row per row it is present in."""
         return torch.from_numpy(np.load(self.folder / self.meta["modalities"][name]["npy"]))
 
+    def check_model(self, model: GramxModel) -> None:
+        """Refuse a model other than the one that made the index (by fingerprint, or by dimension)."""
+        made_by = self.meta.get("model") or {}
+        if not isinstance(made_by, dict):  # format of gramx 0.1.0 before fingerprints: the path only
+            made_by = {"path": made_by, "dim": self.meta.get("dim")}
+        theirs = made_by.get("path") or "an unsaved model"
+        ours = str(model.source) if model.source else "this unsaved model"
+        if made_by.get("dim") is not None and made_by["dim"] != model.dim:
+            raise GramxError(f"the index at {self.folder} was made by {theirs} ({made_by['dim']} dimensions); "
+                             f"{ours} embeds in {model.dim}", hint="search with the model that made the index, "
+                             "or embed the manifest again with this model (gramx embed)")
+        if made_by.get("fingerprint") and model.source and fingerprint(model.source) != made_by["fingerprint"]:
+            raise GramxError(f"the index at {self.folder} was made by {theirs}, not by {ours} (their weights "
+                             "differ), so its vectors and the query's would live in different spaces",
+                             hint="search with the model that made the index, or embed the manifest again "
+                             "with this model (gramx embed)")
+
     def candidates(self, query_modality: str, names: list[str] | None = None) -> list[str]:
         """The candidate modalities: ``names`` (checked), else every indexed one but the query's."""
         chosen = names or [m for m in self.modalities if m != query_modality]
@@ -131,3 +163,12 @@ class EmbeddingIndex:
             shown = {m: meta[m]["values"][meta[m]["rows"].index(row)] for m in names if row in meta[m]["rows"]}
             hits.append(Hit(rank, self.meta["ids"][row], score, shown))
         return score_name, hits
+
+    def query(self, model: GramxModel, value: Any, modality: str, names: list[str] | None = None,
+              k: int = 10) -> tuple[str, list[Hit]]:
+        """Embed ``value`` of ``modality`` with ``model`` (checked to be the index's) and :meth:`search`.
+
+        ``names``: the candidate modalities (default: every indexed one but the query's).
+        """
+        self.check_model(model)
+        return self.search(model.embed_values(modality, [value]), self.candidates(modality, names), k=k)

@@ -25,6 +25,14 @@ def default_collate_samples(samples: list[Any], cfg: pydantic.BaseModel) -> Any:
     return default_collate(samples)
 
 
+def _shape(sample: Any) -> str:
+    if isinstance(sample, torch.Tensor):
+        return str(tuple(sample.shape))
+    if isinstance(sample, dict):
+        return "{" + ", ".join(f"{k}: {_shape(v)}" for k, v in sample.items()) + "}"
+    return type(sample).__name__
+
+
 def resolve_path(value: Any, root: str | Path) -> Any:
     """The default rule for path values: a relative path (a string) is joined to ``root``.
 
@@ -84,8 +92,25 @@ class Modality:
         return self.config()
 
     def make_batch(self, samples: list[Any], cfg: pydantic.BaseModel) -> Any:
-        """Collate loaded samples with the modality's collate (or the default)."""
-        return (self.collate or default_collate_samples)(samples, cfg)
+        """Collate loaded samples with the modality's collate (or the default, which stacks them).
+
+        Samples of different shapes cannot be stacked: without a ``collate`` of its own, the
+        modality's error then names the shapes and the fix.
+        """
+        if self.collate is not None:
+            return self.collate(samples, cfg)
+        try:
+            return default_collate_samples(samples, cfg)
+        except RuntimeError as exc:
+            shapes = sorted({_shape(s) for s in samples})
+            if len(shapes) < 2:
+                raise
+            raise PluginError(
+                f"modality {self.name!r}: samples of different shapes cannot be stacked into a batch "
+                f"({', '.join(shapes[:4])})",
+                hint="give the Modality a collate(samples, cfg) that pads or crops them, or make load() return "
+                "one fixed shape (see 'Writing a plugin' in gramx's README)",
+            ) from exc
 
     def resolve_value(self, value: Any, root: str | Path) -> Any:
         """A manifest value with its relative paths resolved against ``root`` (see ``resolve``)."""

@@ -100,6 +100,7 @@ class GramxModel(nn.Module):
         super().__init__()
         self.config = config = config.model_copy(deep=True)
         self.dim = config.dim
+        self.source: Path | None = None  # the model directory it was loaded from or saved to
         self.modalities: dict[str, Modality] = {}
         self.modality_configs: dict[str, BaseModel] = {}
         self.encoders = nn.ModuleDict()
@@ -242,23 +243,27 @@ class GramxModel(nn.Module):
         training: Mapping[str, Any] | None = None,
         metrics: Mapping[str, Any] | None = None,
         is_main_process: bool = True,
+        overwrite: bool = False,
     ) -> Path:
         """Write the model directory (``config.json``, weights, card) atomically; returns ``path``.
 
-        ``training`` and ``metrics`` replace those records of the config when given.
+        ``training`` and ``metrics`` replace those records of the config when given. A model
+        directory already at ``path`` is replaced; anything else only with ``overwrite``.
         """
         path = Path(path)
         if not is_main_process:
             return path
         updates = {k: dict(v) for k, v in (("training", training), ("metrics", metrics)) if v is not None}
         self.config = self.config.model_copy(update=updates)
-        return save_model_dir(path, self.config, self)
+        self.source = save_model_dir(path, self.config, self, overwrite).resolve()
+        return path
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device | None = None) -> GramxModel:
         """Rebuild a saved model through its plugins and load its weights (``strict=True``)."""
         model = cls(read_model_config(path))
         model.load_state_dict(read_weights(path, set(model.state_dict())), strict=True)
+        model.source = Path(path).resolve()
         if device is not None:
             model.to(resolve_device(str(device)))
         return model.eval()

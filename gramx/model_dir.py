@@ -16,6 +16,7 @@ the file. Nothing is pickled.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,7 +27,7 @@ from pydantic import Field
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from gramx.atomic import atomic_directory
+from gramx.atomic import Artefact, atomic_directory
 from gramx.config import HeadConfig
 from gramx.errors import ConfigError, GramxError
 from gramx.plugins import get_host
@@ -36,6 +37,7 @@ __all__ = [
     "CONFIG_NAME",
     "WEIGHTS_NAME",
     "CARD_NAME",
+    "MODEL_DIR",
     "SavedPlugin",
     "SavedModality",
     "ModelConfig",
@@ -45,6 +47,7 @@ __all__ = [
     "save_model_dir",
     "read_model_config",
     "read_weights",
+    "fingerprint",
     "model_card",
 ]
 
@@ -52,6 +55,8 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
 FORMAT = "gramx-model"
+#: A model directory, recognised by its config.json.
+MODEL_DIR = Artefact("gramx model directory", CONFIG_NAME, FORMAT)
 
 
 class SavedPlugin(Section):
@@ -108,10 +113,14 @@ def write_model_files(folder: Path, config: ModelConfig, module: nn.Module) -> N
     (folder / CARD_NAME).write_text(model_card(config), encoding="utf-8")
 
 
-def save_model_dir(path: str | Path, config: ModelConfig, module: nn.Module) -> Path:
-    """Write a complete model directory at ``path`` atomically; returns ``path``."""
+def save_model_dir(path: str | Path, config: ModelConfig, module: nn.Module, overwrite: bool = False) -> Path:
+    """Write a complete model directory at ``path`` atomically; returns ``path``.
+
+    An existing model directory there is replaced; anything else only with ``overwrite``
+    (see :mod:`gramx.atomic`).
+    """
     path = Path(path)
-    with atomic_directory(path) as tmp:
+    with atomic_directory(path, MODEL_DIR, overwrite) as tmp:
         write_model_files(tmp, config, module)
     return path
 
@@ -143,6 +152,21 @@ def read_weights(path: str | Path, expected: set[str], device: str = "cpu") -> d
             hint="was the model saved with another version of a plugin?",
         )
     return state
+
+
+def fingerprint(path: str | Path) -> str:
+    """The identity of a saved model: a SHA-256 over what determines its embeddings.
+
+    That is the space (``dim``), each modality's plugin, config, head and bridge, and the
+    weights file; training records and metrics do not count.
+    """
+    config = read_model_config(path)
+    digest = hashlib.sha256(json.dumps(config.model_dump(mode="json", include={"dim", "modalities"}),
+                                       sort_keys=True).encode())
+    with (Path(path) / WEIGHTS_NAME).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _fmt(value: Any) -> str:

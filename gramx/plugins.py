@@ -11,6 +11,7 @@ keeps working. ``GRAMX_DISABLE_PLUGINS=a,b`` turns plugins off by name.
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import traceback
 from dataclasses import dataclass, field
@@ -93,14 +94,20 @@ class StagedCommands:
             if not callable(parser.get_default("func")):
                 raise PluginError(f"command {name!r} has no handler: call parser.set_defaults(func=handler)")
 
-    def attach(self, subparsers: argparse._SubParsersAction) -> None:
-        """Add the staged commands, with their arguments and defaults, to ``subparsers``."""
+    def attach(self, subparsers: argparse._SubParsersAction, parents: list[argparse.ArgumentParser] = ()) -> None:
+        """Add the staged commands, with their arguments and defaults, to ``subparsers``.
+
+        ``parents`` give every command the host's common options (e.g. ``--debug``) unless
+        the plugin defined an option of the same name itself.
+        """
         for name, kwargs, parser in self.added:
             if name in subparsers.choices:
                 raise PluginError(f"command {name!r} already exists")
         for name, kwargs, parser in self.added:
             options = {k: v for k, v in kwargs.items() if k not in ("parents", "add_help")}
-            subparsers.add_parser(name, parents=[parser], add_help=False, **options)
+            own = {flag for action in parser._actions for flag in action.option_strings}
+            common = [p for p in parents if not own & {f for a in p._actions for f in a.option_strings}]
+            subparsers.add_parser(name, parents=[parser, *common], add_help=False, **options)
 
 
 class PluginHost:
@@ -200,11 +207,12 @@ class PluginHost:
         if plugin is not None:
             self.pm.unregister(name=name)
 
-    def add_commands(self, subparsers: argparse._SubParsersAction) -> None:
-        """Add the commands of every working plugin to the ``gramx`` parser."""
+    def add_commands(self, subparsers: argparse._SubParsersAction,
+                     parents: list[argparse.ArgumentParser] = ()) -> None:
+        """Add the commands of every working plugin to the ``gramx`` parser (with the common ``parents``)."""
         for name, commands in list(self._commands.items()):
             try:
-                commands.attach(subparsers)
+                commands.attach(subparsers, parents)
             except PluginError as exc:
                 self._drop(name, exc)
 
@@ -222,8 +230,10 @@ class PluginHost:
         same = self.records.get(name)
         if same is not None and same.status != "ok":
             return f"plugin {same.describe()} would provide it" + (f": {same.error}" if same.error else "")
+        close = difflib.get_close_matches(name, self._modalities, n=1)
         off = [r for r in self.records.values() if r.status != "ok"]
-        hint = "install the plugin distribution that provides it, then check `gramx plugins list`"
+        hint = (f"did you mean {close[0]!r}? " if close else "") + (
+            "a modality comes from an installed plugin distribution; `gramx plugins list` shows them")
         if off:
             hint += "; these installed plugins are not working and may provide it: " + ", ".join(
                 r.describe() + (f": {r.error}" if r.error else "") for r in off

@@ -1,4 +1,4 @@
-"""The record a training run keeps: ``metrics.jsonl`` (one JSON object per line) and TensorBoard events."""
+"""The record a training run keeps: its marker file, ``metrics.jsonl`` and TensorBoard events."""
 
 from __future__ import annotations
 
@@ -7,7 +7,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunLog"]
+from gramx.atomic import Artefact
+from gramx.version import __version__
+
+__all__ = ["RUN", "RunLog"]
+
+#: A run folder, recognised by its gramx-run.json.
+RUN = Artefact("gramx run folder", "gramx-run.json", "gramx-run")
 
 
 class RunLog:
@@ -25,6 +31,8 @@ class RunLog:
         if not enabled:
             return
         out.mkdir(parents=True, exist_ok=True)
+        marker = {"format": RUN.format, "format_version": 1, "gramx_version": __version__}
+        (out / RUN.marker).write_text(json.dumps(marker) + "\n", encoding="utf-8")
         if resume_step is not None and self.path.exists():
             kept = [line for line in self.path.read_text().splitlines()
                     if line.strip() and json.loads(line).get("step", 0) <= resume_step]

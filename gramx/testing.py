@@ -36,7 +36,7 @@ import torch
 from gramx import plugins
 from gramx.config import parse_config
 from gramx.embed import embed_manifest
-from gramx.errors import LoadError
+from gramx.errors import LoadError, PluginError
 from gramx.hookspecs import hookimpl
 from gramx.modality import Modality
 from gramx.model import load_model
@@ -66,9 +66,13 @@ class Conformance:
             raise ConformanceError(f"{self.modality.name}: give at least one sample input")
         self.cfg = self.cfg if self.cfg is not None else self.modality.default_config()
 
-    def batch(self, size: int) -> Any:
-        values = [self.samples[i % len(self.samples)] for i in range(size)]
-        return self.modality.make_batch([self.modality.load(v, self.cfg) for v in values], self.cfg)
+    def batch(self, size: int | None = None) -> Any:
+        """``size`` samples (cycling through them) loaded and collated; all of them once by default."""
+        values = list(self.samples) if size is None else [self.samples[i % len(self.samples)] for i in range(size)]
+        try:
+            return self.modality.make_batch([self.modality.load(v, self.cfg) for v in values], self.cfg)
+        except PluginError as exc:
+            raise ConformanceError(f"{exc} ({exc.hint})") from exc
 
     def encoder(self) -> torch.nn.Module:
         torch.manual_seed(0)
@@ -102,6 +106,16 @@ class Conformance:
         declared = getattr(encoder, "feature_dim", None)
         if declared is not None and out.shape[1] != declared:
             raise ConformanceError(f"{name}: encoder.feature_dim is {declared} but it returns {out.shape[1]} features")
+
+    def check_mixed_batch(self) -> None:
+        """Every sample, loaded and collated into one batch, gives one output row each.
+
+        Inputs of varying size (give samples of different sizes) need a ``collate`` that
+        pads or crops them.
+        """
+        encoder = self.encoder().eval()
+        with torch.no_grad():
+            self._check_output(encoder(self.batch()), len(self.samples), encoder)
 
     def check_deterministic(self) -> None:
         """The encoder gives the same output twice in eval mode."""
@@ -144,7 +158,8 @@ class Conformance:
                 raise ConformanceError(f"{self.modality.name}: bad input {value!r} loaded without error")
 
 
-CHECKS = ("check_config", "check_forward", "check_deterministic", "check_trainable", "check_bad_input")
+CHECKS = ("check_config", "check_forward", "check_mixed_batch", "check_deterministic", "check_trainable",
+          "check_bad_input")
 
 
 def check_modality(modality: Modality, samples: Sequence[Any], bad_inputs: Sequence[Any] = (), cfg: Any = None) -> list[str]:
@@ -171,6 +186,9 @@ class ModalityConformance:
 
     def test_forward(self):
         self._kit().check_forward()
+
+    def test_mixed_batch(self):
+        self._kit().check_mixed_batch()
 
     def test_deterministic(self):
         self._kit().check_deterministic()

@@ -31,9 +31,9 @@ import torch
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from gramx import distributed as gdist
+from gramx.atomic import check_output, remove
 from gramx.checkpoint import (
     TrainingParts,
     latest_checkpoint,
@@ -55,11 +55,12 @@ from gramx.data import (
 )
 from gramx.embed import prepare_training_inputs
 from gramx.errors import GramxError
-from gramx.evaluate import evaluate, summarize
+from gramx.evaluate import evaluate, read_classes, summarize, zeroshot_targets
 from gramx.losses import build_objective, describe_loss
 from gramx.model import GramxModel
 from gramx.optim import Precision, build_optimizer, build_scheduler
-from gramx.run_log import RunLog
+from gramx.progress import progress
+from gramx.run_log import RUN, RunLog
 
 __all__ = ["train", "Trainer", "latest_checkpoint"]
 
@@ -87,12 +88,13 @@ class Trainer:
     """One training run; use :func:`train`."""
 
     def __init__(self, config: RunConfig, ctx: gdist.DistContext, resume: bool = False,
-                 build_model: Callable[[RunConfig], GramxModel] = GramxModel.from_run_config):
+                 build_model: Callable[[RunConfig], GramxModel] = GramxModel.from_run_config, overwrite: bool = False):
         self.config = config
         self.build_model = build_model
         self.ctx = ctx
         self.device = ctx.device
         self.resume = resume
+        self.overwrite = overwrite
         self.out = config.output.dir
         self.ckpt_dir = self.out / "checkpoints"
         self.model_dir = self.out / "model"
@@ -103,13 +105,17 @@ class Trainer:
     # ------------------------------------------------------------------ setup
 
     def _check_output(self) -> None:
+        """Before any work: a new run needs an output folder that is free, or a finished run to replace."""
         if self.resume:
             return
-        if latest_checkpoint(self.out) is not None or (self.model_dir / "config.json").exists():
+        holds_run = latest_checkpoint(self.out) is not None or (self.model_dir / "config.json").exists()
+        if holds_run and not self.overwrite:
             raise GramxError(
                 f"{self.out} already holds a run",
-                hint="continue it with --resume, or set output.dir (e.g. --set output.dir=runs/new)",
+                hint="continue it with --resume, start it again with --overwrite, or set output.dir "
+                "(e.g. --set output.dir=runs/new)",
             )
+        check_output(self.out, RUN, self.overwrite)
 
     def _seed(self, offset: int = 0) -> None:
         seed = self.config.optim.seed
@@ -124,17 +130,12 @@ class Trainer:
         if cfg.data.batch_size % world:
             raise GramxError(f"data.batch_size {cfg.data.batch_size} is not divisible by {world} processes")
         self.local_batch = cfg.data.batch_size // world
+        self._check_inputs()
         self._seed()  # the same initial weights on every process
         self.model = self.build_model(cfg).to(self.device)
         self.objective = build_objective(cfg.loss, list(cfg.modalities), cfg.dim).to(self.device)
         self._seed(self.ctx.rank)  # training randomness (dropout, augmentation) differs per process
 
-        self.manifest = read_manifest(cfg.data.train)
-        if not self.manifest.rows:
-            raise DataError(f"{self.manifest.path}: the manifest has no rows")
-        unused = sorted(set(self.manifest.columns) - set(cfg.modalities))
-        if unused and self.ctx.is_main:
-            log.warning("manifest columns not used by this run: %s", ", ".join(unused))
         mods = {n: (self.model.modalities[n], self.model.modality_configs[n]) for n in self.model.names}
         self.cache, preloaded, failed = prepare_training_inputs(self.model, self.manifest, cfg, self.device)
         passthrough = set(self.cache.tables) | set(preloaded)
@@ -157,6 +158,22 @@ class Trainer:
         self.step, self.epoch, self.micro = 0, 0, 0
         if self.resume:
             self._restore()
+
+    def _check_inputs(self) -> None:
+        """Read every file the run will need (manifests, class names) now, not hours into the run."""
+        cfg = self.config
+        manifests = [read_manifest(path) for path in (cfg.data.train, cfg.data.val) if path is not None]
+        self.manifest = manifests[0]
+        for manifest in manifests:
+            if not manifest.rows:
+                raise DataError(f"{manifest.path}: the manifest has no rows")
+            unused = manifest.check_columns(cfg.modalities)
+            if unused and self.ctx.is_main:
+                log.warning("%s: columns not used by this run: %s", manifest.path.name, ", ".join(unused))
+        if cfg.eval.classes is not None:
+            classes = read_classes(cfg.eval.classes)
+            if cfg.data.val is not None and "zeroshot" in cfg.eval.metrics:
+                zeroshot_targets([r.label for r in manifests[-1].rows], classes)
 
     def _plan_steps(self) -> None:
         cfg = self.config
@@ -209,13 +226,17 @@ class Trainer:
         """Train until ``total_steps``, validating and checkpointing on schedule; returns the model directory."""
         cfg = self.config
         if self.ctx.is_main:
+            if not self.resume and (self.out.exists() or self.out.is_symlink()):
+                if not self.out.is_dir() or any(self.out.iterdir()):
+                    log.warning("gramx: replacing %s with a new %s", self.out, RUN.name)
+                remove(self.out)
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "run.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         self.log = RunLog(self.out, enabled=self.ctx.is_main, tensorboard=cfg.logging.tensorboard,
                           resume_step=self.step if self.resume else None)
         bar = None
         if self.ctx.is_main and cfg.logging.progress:
-            bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+            bar = progress(total=self.total_steps, initial=self.step, desc="train", unit="step")
         self.model.train()
         acc = cfg.optim.accumulate
         window = _Window()
@@ -376,20 +397,22 @@ class Trainer:
 
 
 def train(config: RunConfig, resume: bool = False, device: str | None = None,
-          build_model: Callable[[RunConfig], GramxModel] = GramxModel.from_run_config) -> Path:
+          build_model: Callable[[RunConfig], GramxModel] = GramxModel.from_run_config,
+          overwrite: bool = False) -> Path:
     """Train a model as ``config`` describes; returns the final model directory.
 
     ``resume=True`` continues from the newest checkpoint in ``config.output.dir``.
     ``device`` overrides ``config.device``. Under torchrun every process calls this.
     ``build_model`` makes the initial model (``gramx.extend`` passes one that grows a
-    trained model instead of starting from scratch).
+    trained model instead of starting from scratch). ``output.dir`` must be free, empty or
+    an earlier run folder without checkpoints; ``overwrite=True`` replaces whatever is there.
     """
     if device is not None:
         config = config.model_copy(update={"device": device})
     started = gdist.dist.is_available() and gdist.dist.is_initialized()
     ctx = gdist.init_distributed(config.device)
     try:
-        trainer = Trainer(config, ctx, resume=resume, build_model=build_model)
+        trainer = Trainer(config, ctx, resume=resume, build_model=build_model, overwrite=overwrite)
         trainer.setup()
         return trainer.run()
     finally:

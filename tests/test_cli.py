@@ -126,3 +126,66 @@ def test_errors_are_one_line_with_a_hint(trained, capsys):
     assert len(err) == 2 and "not a gramx model directory" in err[0] and err[1].startswith("hint:")
     with pytest.raises(Exception):
         main(["eval", str(trained), str(trained / "val.jsonl"), "--debug"])
+
+
+def _leaves(parser):
+    """Every runnable sub-command parser, with its command words."""
+    import argparse
+
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not actions:
+        yield [], parser
+        return
+    for name, sub in actions[0].choices.items():
+        for words, leaf in _leaves(sub):
+            yield [name, *words], leaf
+
+
+def test_cli_conventions(capsys):
+    from gramx.cli import build_parser
+    from gramx.version import __version__
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"gramx {__version__}"
+    parser = build_parser()
+    help_text = parser.format_help()
+    assert "examples:" in help_text and "gramx train examples/digits.yaml" in help_text
+    leaves = list(_leaves(parser))
+    assert {"plugins list", "train", "embed", "config reference"} <= {" ".join(w) for w, _ in leaves}
+    for words, leaf in leaves:  # the errors recommend --debug: every command accepts it
+        assert "--debug" in leaf.format_help(), " ".join(words)
+    assert main(["plugins", "list", "--debug"]) == 0
+
+
+def test_plugin_commands_accept_debug_too():
+    """With the real plugins installed (a fresh process): `gramx demo` takes --debug like every command."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in subprocess_env().items() if k != plugins.DISABLE_ENV}
+    code = ("from gramx.cli import build_parser; p = build_parser(); "
+            "demo = p._subparsers._group_actions[0].choices['demo']; print('--debug' in demo.format_help())")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "True", out.stderr[-2000:]
+
+
+def test_progress_is_a_line_per_interval_when_not_a_terminal(tmp_path):
+    """Piped to a log, training prints plain lines (no carriage-return bar updates)."""
+    import subprocess
+    import sys
+
+    from fixture_modalities import BOOT
+
+    data = run_config(tmp_path, optim={"max_steps": 4})
+    data["logging"]["progress"] = True
+    data["data"]["val"] = None
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text(yaml.safe_dump(data))
+    env = {**subprocess_env(), "GRAMX_PROGRESS_INTERVAL": "0"}
+    proc = subprocess.run([sys.executable, "-c", BOOT, "train", str(run_file)], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "\r" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("train: ")]
+    assert [line.split()[1] for line in lines][:4] == ["1/4", "2/4", "3/4", "4/4"]

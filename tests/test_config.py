@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -114,6 +115,47 @@ def test_paths_resolve_against_the_config_folder(tmp_path, fixture_plugins, monk
     config = load_config(write(tmp_path, data))
     assert config.data.train == (tmp_path / "train.jsonl").resolve()
     assert config.eval.classes == (tmp_path / "classes.txt").resolve()
+
+
+def test_one_rule_for_relative_paths_files_against_their_folder_command_line_against_cwd(
+        tmp_path, fixture_plugins, monkeypatch):
+    data = run_config(tmp_path)
+    data["output"] = {"dir": "out/run"}  # written in the file: beside the file, wherever the process runs
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    path = write(tmp_path, data)
+    config = load_config(path)
+    assert config.output.dir == tmp_path / "out" / "run"
+    config = load_config(path, ["output.dir=mine", "data.val=val.jsonl", "eval.classes=~/classes.txt"])
+    assert config.output.dir == elsewhere / "mine"  # typed on the command line: the working folder
+    assert config.data.val == elsewhere / "val.jsonl"
+    assert config.eval.classes == Path.home() / "classes.txt"
+    assert config.data.train == (tmp_path / "train.jsonl").resolve()
+
+
+def test_a_bridge_file_resolves_every_path_against_its_folder(tmp_path, monkeypatch):
+    from gramx.extend import load_bridge_config
+
+    folder = tmp_path / "bridges"
+    folder.mkdir()
+    (folder / "b.yaml").write_text(yaml.safe_dump({"base": "../runs/a/model", "leaf": "runs/b/model",
+                                                  "pools": {"text": "text.jsonl"}, "output": "out/model"}))
+    monkeypatch.chdir(tmp_path / "bridges")
+    config = load_bridge_config(folder / "b.yaml", ["leaf=typed/model"])
+    assert config.base == tmp_path / "runs" / "a" / "model"
+    assert config.output == folder / "out" / "model" and config.pools["text"] == folder / "text.jsonl"
+    assert config.leaf == folder / "typed" / "model"  # --set: the working folder (here the same folder)
+    monkeypatch.chdir(tmp_path)
+    assert load_bridge_config(folder / "b.yaml", ["leaf=typed/model"]).leaf == tmp_path / "typed" / "model"
+
+
+def test_config_errors_point_to_the_reference(tmp_path, fixture_plugins):
+    data = run_config(tmp_path)
+    data["optim"]["lrr"] = 0.1
+    with pytest.raises(ConfigError) as exc:
+        parse_config(data, tmp_path)
+    assert "gramx config reference" in exc.value.hint and "schema" not in exc.value.hint
 
 
 def test_invalid_yaml_names_the_line(tmp_path, fixture_plugins):

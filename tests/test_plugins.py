@@ -218,6 +218,7 @@ def test_plugin_commands_take_opt_in_arguments_and_run(host, capsys):
     assert host.records["greeter"].commands == ["greet"]
     assert main(["greet", "--name", "gramx"]) == 0
     assert capsys.readouterr().out == "hello gramx\n"
+    assert main(["greet", "--debug"]) == 0  # the host's common options reach plugin commands
     from gramx.cli import build_parser
 
     assert "Say hello." in _commands(build_parser())["greet"].format_help()
@@ -286,3 +287,52 @@ def test_cli_plugins_table_and_check(host, imu_csv, capsys):
     err = capsys.readouterr().err
     assert err.startswith("gramx: error:") and "--sample" in err
     assert "Traceback" not in err
+
+
+class Seq(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")  # no docstring, on purpose
+
+
+def _sequences(collate=None):
+    import torch
+
+    return gramx.Modality(name="seq", load=lambda value, cfg: torch.ones(int(value)), config=Seq, collate=collate,
+                          build_encoder=lambda cfg: torch.nn.Identity(), value_is_path=False)
+
+
+def test_samples_of_different_sizes_fail_naming_the_modality_and_the_fix():
+    seq = _sequences()
+    with pytest.raises(gramx.PluginError, match=r"modality 'seq': samples of different shapes.*\(3,\), \(5,\)") as info:
+        seq.make_batch([seq.load(3, Seq()), seq.load(5, Seq())], Seq())
+    assert "collate" in info.value.hint
+    with pytest.raises(ConformanceError, match="different shapes"):  # the kit batches all samples together
+        check_modality(seq, [3, 5])
+
+
+def test_unknown_modality_suggests_the_closest_installed_one(host):
+    with pytest.raises(gramx.PluginError) as info:
+        gramx.get_modality("imus")
+    assert info.value.hint.startswith("did you mean 'imu'?")
+
+
+def test_plugins_list_shows_each_modalitys_description(host, capsys):
+    assert main(["plugins", "list"]) == 0
+    assert "6-axis IMU windows from CSV" in capsys.readouterr().out
+
+
+def test_the_configuration_reference_copes_with_any_installed_plugin(site_dir, host, capsys):
+    """A config class without a docstring, and third-party plugins, do not break the reference or its check."""
+    class Bare:
+        @gramx.hookimpl
+        def gramx_register_modalities(self, register):
+            register(_sequences())
+
+    gramx.register_plugin(Bare(), name="bare")
+    assert main(["config", "reference"]) == 0
+    out = capsys.readouterr().out
+    assert "### seq" in out and "### imu: 6-axis IMU windows from CSV" in out
+    env = {**os.environ, "PYTHONPATH": str(site_dir)}  # imu installed beside the built-in plugins
+    env.pop(plugins.DISABLE_ENV, None)
+    script = Path(__file__).resolve().parent.parent / "scripts" / "config_reference.py"
+    check = subprocess.run([sys.executable, str(script), "--check"], env=env, capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr

@@ -229,3 +229,39 @@ def test_a_term_with_nothing_to_contrast_leaves_the_others_training(tmp_path, fi
     assert all("dam" in r and "batches_without" not in r for r in steps if r["step"] % 2 == 1)
     training = json_.loads((model_dir / "config.json").read_text())["training"]
     assert training["batches_without"] == {"dam": 3}
+
+
+@pytest.mark.parametrize("problem", ["missing val", "missing classes", "label without class", "misspelt column"])
+def test_inputs_are_checked_before_the_first_step(tmp_path, fixture_plugins, problem):
+    """What would fail at the first evaluation (hours in), or train a modality on nothing, fails at start."""
+    import json as json_
+
+    data = run_config(tmp_path, optim={"max_steps": 2}, eval={"metrics": ["retrieval", "zeroshot"]})
+    (tmp_path / "classes.txt").write_text("zero\none\ntwo\nthree\n")
+    data["eval"]["classes"] = str(tmp_path / "classes.txt")
+    expected = {"missing val": "manifest not found", "missing classes": "cannot read class names",
+                "label without class": "label 3 has no class name", "misspelt column": "'vector'"}[problem]
+    if problem == "missing val":
+        data["data"]["val"] = str(tmp_path / "nowhere.jsonl")
+    elif problem == "missing classes":
+        data["eval"]["classes"] = str(tmp_path / "nowhere.txt")
+    elif problem == "label without class":
+        (tmp_path / "classes.txt").write_text("zero\none\ntwo\n")
+    else:
+        rows = [json_.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
+        rows = [{("vectr" if k == "vector" else k): v for k, v in row.items()} for row in rows]
+        (tmp_path / "train.jsonl").write_text("".join(json_.dumps(r) + "\n" for r in rows))
+    with pytest.raises(GramxError, match=expected) as info:
+        train(parse_config(data, tmp_path))
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()  # not a single step
+    if problem == "misspelt column":
+        assert "no row has a value for the modality 'vector'" in str(info.value)
+        assert "did you mean 'vector'?" in info.value.hint and "'vectr'" in info.value.hint
+
+
+def test_resume_checks_the_inputs_again(tmp_path, fixture_plugins):
+    data = run_config(tmp_path, optim={"max_steps": 2})
+    train(parse_config(data, tmp_path))
+    (tmp_path / "val.jsonl").unlink()
+    with pytest.raises(GramxError, match="manifest not found"):
+        train(parse_config(data, tmp_path), resume=True)

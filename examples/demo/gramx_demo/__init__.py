@@ -47,7 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--map", choices=("tsne", "pca"), default="tsne", help="2-D map method (default tsne)")
     parser.add_argument("--clips", type=int, default=200, help="media: number of clips to build (default 200)")
     parser.add_argument("--query", action="append", help='media: text queries to search (default "seven", "two")')
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-progress", action="store_true", help="no progress reports")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the report folder even if it is not an earlier demo report (default: refuse)")
     parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors")
 
 

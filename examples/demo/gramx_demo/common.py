@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import time
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
@@ -110,17 +109,14 @@ def absolute_rows(rows: list[dict], root: Path, keys: Sequence[str]) -> list[dic
 
 def train_model(config: dict, run_dir: Path, progress: bool = True) -> Path:
     """Validate ``config`` (a run-config mapping), train it with :func:`gramx.train.train` into
-    ``run_dir`` (replaced if it exists) and return the model directory."""
+    ``run_dir`` (inside the demo's own report folder) and return the model directory."""
     from gramx.config import parse_config
     from gramx.train import train
 
     config = dict(config)
     config["output"] = {**config.get("output", {}), "dir": str(run_dir)}
     config["logging"] = {"every": 5, "progress": progress, "tensorboard": False, **config.get("logging", {})}
-    run_config = parse_config(config, base=".")
-    if run_dir.exists():  # a previous demo run: the trainer refuses to overwrite a run folder
-        shutil.rmtree(run_dir)
-    return train(run_config, device="cpu")
+    return train(parse_config(config, base="."), device="cpu")
 
 
 def read_losses(run_dir: Path) -> tuple[list[int], list[float]]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from gramx.progress import progress as progress_report
 from gramx_demo.clips import ClipSpec, extract_audio, write_clip, write_srt
 from gramx_demo.common import (
     LOSSES,
@@ -47,13 +48,8 @@ def build_clips(rows: list[dict], folder: Path, spec: ClipSpec | None = None, pr
     Returns manifest rows with video, audio, subtitles and text (paths relative to ``folder``)."""
     spec = spec or ClipSpec()
     folder.mkdir(parents=True, exist_ok=True)
-    iterator = rows
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(rows, desc=desc, unit="clip", leave=False)
     out = []
-    for row in iterator:
+    for row in progress_report(rows, desc=desc, unit="clip", leave=False, disable=not progress):
         cid = row["id"]
         clip = write_clip(row["image"], row["audio"], folder / f"{cid}.mp4", spec)
         write_srt(folder / f"{cid}.srt", WORDS[int(row["label"])], 0.0, spec.seconds)

@@ -12,7 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["training_curves", "embedding_map", "volume_histograms", "zeroshot_bars"]
+__all__ = [
+    "spread_labels", "training_curves", "embedding_map", "volume_histograms", "zeroshot_bars"]
 
 MARKERS = {"audio": "o", "image": "s", "glyph": "D", "text": "^", "video": "P", "subtitles": "X",
            "depth": "v", "pointcloud": "*"}
@@ -62,6 +63,25 @@ def _project_2d(points: np.ndarray, method: str, seed: int) -> np.ndarray:
     return PCA(n_components=2, random_state=seed).fit_transform(points)
 
 
+def spread_labels(anchors: np.ndarray, gap: float, iterations: int = 500) -> np.ndarray:
+    """Label positions near ``anchors [n, 2]`` with every two at least ``gap`` apart.
+
+    Coinciding anchors (the GRAM model may put several class prompts on one spot) start on a
+    small circle and push each other apart until no two labels are closer than ``gap``.
+    """
+    n = len(anchors)
+    angles = 2 * np.pi * np.arange(n) / max(n, 1)
+    pos = np.asarray(anchors, dtype=np.float64) + 0.25 * gap * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    for _ in range(iterations):
+        delta = pos[:, None, :] - pos[None, :, :]
+        dist = np.linalg.norm(delta, axis=-1) + np.eye(n) * 2 * gap
+        if dist.min() >= gap:
+            break
+        overlap = np.clip(gap - dist, 0, None) / 2
+        pos += (delta / np.maximum(dist, 1e-12)[..., None] * overlap[..., None]).sum(axis=1) * 1.05
+    return pos
+
+
 def embedding_map(panels: dict[str, dict], classes: list[str], path: Path, method: str = "tsne",
                   seed: int = 0) -> Path:
     """One panel per model: test embeddings of every modality in 2-D (t-SNE or PCA), colour =
@@ -90,9 +110,10 @@ def embedding_map(panels: dict[str, dict], classes: list[str], path: Path, metho
         if len(idx):
             ax.scatter(xy[idx, 0], xy[idx, 1], c=[cmap(int(lbl) % 10) for lbl in labels[idx]], s=260, marker="*",
                        edgecolors="black", linewidths=1.0, zorder=5)
-            for i in idx:
-                ax.annotate(classes[labels[i]], xy[i], xytext=(6, 6), textcoords="offset points", fontsize=8,
-                            fontweight="bold", zorder=6)
+            span = float(np.ptp(xy, axis=0).max()) or 1.0
+            for i, where in zip(idx, spread_labels(xy[idx], gap=0.06 * span)):
+                ax.annotate(classes[labels[i]], xy[i], xytext=where, fontsize=8, fontweight="bold", zorder=6,
+                            ha="center", va="center", arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.6})
         ax.set_title(f"{model} model: test embeddings ({'t-SNE' if method == 'tsne' else 'PCA'})")
         ax.set_xlabel(f"{method.upper()} 1")
         ax.set_ylabel(f"{method.upper()} 2")

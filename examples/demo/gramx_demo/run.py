@@ -1,4 +1,9 @@
-"""The ``gramx demo`` command: runs the chosen stages, then writes ``report.md``."""
+"""The ``gramx demo`` command: runs the chosen stages, then writes ``report.md``.
+
+The report folder is written like every gramx output: into a temporary sibling, renamed into
+place at the end; an earlier demo report there is replaced, anything else only with
+``--overwrite``.
+"""
 
 from __future__ import annotations
 
@@ -15,14 +20,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gramx.atomic import Artefact, atomic_directory, check_output
+from gramx.errors import GramxError
+from gramx.evaluate import read_classes
 from gramx_demo.common import EXAMPLES, Timings, default_data_dir, format_table, say
 
-__all__ = ["run_demo"]
+__all__ = ["REPORT", "run_demo"]
+
+#: A demo report folder, recognised by its results.json.
+REPORT = Artefact("gramx demo report", "results.json", "gramx-demo-report")
 
 
 def _write_results(out: Path, timings: Timings, digits, media, shapes) -> Path:
     """``results.json``: every metric of the run, for scripts and tests."""
-    results: dict = {"timings": {k: {"wall_s": round(w, 2), "cpu_s": round(c, 2)} for k, (w, c) in timings.steps.items()}}
+    results: dict = {"format": REPORT.format, "timings": {k: {"wall_s": round(w, 2), "cpu_s": round(c, 2)} for k, (w, c) in timings.steps.items()}}
     if digits is not None:
         results["digits"] = {
             "modalities": digits.modalities, "train_tuples": digits.train_rows, "test_tuples": digits.test_rows,
@@ -55,8 +66,6 @@ def _quiet_libraries() -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from gramx.evaluate import read_classes
-
     started = time.perf_counter(), time.process_time()
     torch.set_num_threads(max(1, args.threads))
     torch.manual_seed(args.seed)
@@ -66,15 +75,22 @@ def run_demo(args: argparse.Namespace) -> int:
     stages = ("digits", "media", "shapes") if args.stage == "all" else (args.stage,)
     data = (args.data or default_data_dir()).resolve()
     if {"digits", "media"} & set(stages) and not (data / "train.jsonl").is_file():
-        from gramx.errors import GramxError
-
         raise GramxError(f"no digits data at {data} (train.jsonl is missing)",
                          hint="pass --data DIR: the examples/data/digits folder of a gramx checkout")
-    out: Path = args.output.expanduser().resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    final: Path = args.output.expanduser().resolve()
+    check_output(final, REPORT, args.overwrite)  # before minutes of work
+    with atomic_directory(final, REPORT, args.overwrite) as out:
+        report = _run_stages(args, stages, data, out, final, started)
+    say(f"\nreport: {final / report.relative_to(out)}")
+    return 0
+
+
+def _run_stages(args: argparse.Namespace, stages: tuple[str, ...], data: Path, out: Path, final: Path,
+                started: tuple[float, float]) -> Path:
+    """Run the stages, writing into ``out`` (renamed to ``final`` afterwards); returns report.md."""
     timings = Timings()
     progress = not args.no_progress
-    say(f"gramx demo: stage(s) {', '.join(stages)}; report in {out}"
+    say(f"gramx demo: stage(s) {', '.join(stages)}; report in {final}"
         + (" (quick run: data subsets, few steps)" if args.quick else ""))
 
     digits = media = shapes = opts = None
@@ -116,5 +132,4 @@ def run_demo(args: argparse.Namespace) -> int:
     say("\nTiming (wall s / CPU s of this process)")
     say(format_table([[k, f"{w:.1f}", f"{c:.1f}"] for k, (w, c) in timings.steps.items()],
                      ["step", "wall s", "CPU s"]))
-    say(f"\nreport: {report}")
-    return 0
+    return report

@@ -28,6 +28,28 @@ def test_demo_command_is_registered():
     assert args.quick and args.stage == "digits" and callable(args.func)
 
 
+def test_class_prompt_labels_never_overlap():
+    """The GRAM model may put several class prompts on one spot; their labels are spread apart."""
+    from gramx_demo.plots import spread_labels
+
+    anchors = np.array([[0.0, 0.0]] * 6 + [[0.01, 0.0], [5.0, 5.0]])
+    placed = spread_labels(anchors, gap=0.5)
+    distances = np.linalg.norm(placed[:, None] - placed[None], axis=-1) + np.eye(len(anchors)) * 9
+    assert distances.min() >= 0.5 * 0.999
+    assert np.linalg.norm(placed[-1] - anchors[-1]) < 0.5  # a label with room stays by its star
+
+
+def test_the_demo_refuses_a_report_folder_it_did_not_make(tmp_path):
+    taken = tmp_path / "mine"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("keep me")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "gramx", "demo", "--quick", "-o", str(taken)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 1 and "does not replace it" in proc.stderr and "--overwrite" in proc.stderr
+    assert [p.name for p in taken.iterdir()] == ["notes.txt"]
+
+
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory):
     """One `gramx demo --quick` run, in its own process (it sets torch's thread count)."""
@@ -134,8 +156,10 @@ def test_quick_media_and_shapes_stages(tmp_path):
         results = json.loads((out / "results.json").read_text())
         assert set(results[stage]["models"]) == set(LOSSES)
         assert results[stage]["models"]["pairwise"]["nway"]  # n-way volume retrieval ran
+        if stage == "media":
+            clips = sorted((out / "work" / "media" / "clips-test").glob("*.mp4"))
+            assert clips and all(c.with_suffix(".srt").is_file() and c.with_suffix(".wav").is_file() for c in clips)
     assert 'search "seven" with the GRAM model' in stdout["media"]
     assert "rank  clip" in stdout["media"]  # a ranked result table
-    assert "3-D shapes" in (out / "report.md").read_text()  # the report of the last stage run
-    clips = sorted((out / "work" / "media" / "clips-test").glob("*.mp4"))
-    assert clips and all(c.with_suffix(".srt").is_file() and c.with_suffix(".wav").is_file() for c in clips)
+    report = (out / "report.md").read_text()  # the second run replaced the first run's report
+    assert "3-D shapes" in report and not (out / "work" / "media").exists()

@@ -30,6 +30,10 @@ class DepthConfig(BaseModel):
         "per_image: valid depths min-max scaled to [0, 1] per map (keeps only shape)",
     )
     size: int = Field(64, ge=8, le=1024, description="output maps are size x size (nearest-neighbour resize)")
+    max_aspect: float = Field(
+        4.0, ge=1, description="longest side / shortest side a map may have; beyond it the file is rejected "
+        "(sensors give 4:3 to 2:1; a 1x500 image is not a depth map, and squeezing it to size x size would hide that)",
+    )
     width: int = Field(32, ge=4, le=512, description="channels of the encoder's first stage (doubles per stage)")
     feature_dim: int = Field(256, ge=1, description="encoder output features")
 

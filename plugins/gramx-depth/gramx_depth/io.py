@@ -92,8 +92,14 @@ def _as_2d(array: np.ndarray, value: Any) -> np.ndarray:
 def depth_to_tensor(depth: np.ndarray, cfg: DepthConfig, source: Any = "<array>") -> torch.Tensor:
     """Metres ``[H, W]`` -> float32 ``[2, size, size]``: normalised depth and validity mask.
 
-    Raises :class:`gramx.LoadError` naming ``source`` when no pixel is valid.
+    Raises :class:`gramx.LoadError` naming ``source`` when no pixel is valid or the map's
+    aspect ratio is beyond ``cfg.max_aspect``.
     """
+    height, width = depth.shape
+    if max(height, width) > cfg.max_aspect * min(height, width):
+        raise LoadError(source, f"a {height}x{width} map (aspect ratio {max(height, width) / min(height, width):.3g}) "
+                        f"is not a plausible depth map: the limit is max_aspect={cfg.max_aspect:g}",
+                        hint="raise the depth option max_aspect if such maps are intended")
     finite = np.isfinite(depth)
     valid = finite & (depth > cfg.min_depth) & (depth <= cfg.max_depth)
     if not valid.any():

@@ -53,6 +53,7 @@ def files(tmp_path_factory):
         "bool_npy": d / "mask.npy",
         "corrupt_npy": d / "corrupt.npy",
         "jpg": d / "depth.jpg",
+        "strip_png": d / "strip.png",
     }
     bad["corrupt_png"].write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
     bad["text_png"].write_text("this is not an image")
@@ -67,6 +68,7 @@ def files(tmp_path_factory):
     np.save(bad["bool_npy"], np.ones((8, 8), bool))
     bad["corrupt_npy"].write_bytes(b"\x93NUMPY garbage")
     bad["jpg"].write_bytes(b"not really")
+    Image.fromarray(np.full((1, 500), 1500, np.uint16)).save(bad["strip_png"])  # a 16-bit PNG, but no depth map
     return good, {k: str(v) for k, v in bad.items()}
 
 
@@ -96,6 +98,7 @@ class TestShippedSamples(ModalityConformance):
         ("bool_npy", "unsupported dtype bool"),
         ("corrupt_npy", "not a readable .npy"),
         ("jpg", "unsupported depth file type '.jpg'"),
+        ("strip_png", "a 1x500 map (aspect ratio 500) is not a plausible depth map"),
     ],
 )
 def test_bad_inputs_name_file_and_problem(files, key, problem):

@@ -1,0 +1,93 @@
+"""The guides work as written: their commands, copied from the Markdown, run in a copy of the checkout elsewhere.
+
+The README's quickstart and extension walk-through and the glyph plugin's guide are run
+command by command in a fresh copy of the repository's files (what a clone holds) in a
+temporary folder. Only the training budget is cut (``--set optim.max_steps=2``, a bridge of
+10 steps): paths, file names and the order of the commands are the guides' own.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BUDGET = {"gramx train": " --set optim.max_steps=2", "gramx extend add": " --set optim.max_steps=2",
+          "gramx extend bridge": " --set steps=10"}
+
+
+def blocks(markdown: Path, heading: str, language: str) -> list[str]:
+    """The ``language`` code blocks of one section (``## heading``) of a Markdown file."""
+    text = markdown.read_text()
+    section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(rf"```{language}\n(.*?)```", section, flags=re.S)
+
+
+def commands(block: str) -> list[str]:
+    """Shell commands of a block: continuation lines joined, comments and the venv activation dropped."""
+    joined = block.replace("\\\n", " ")
+    lines = [re.sub(r"\s+#.*$", "", line).strip() for line in joined.splitlines()]
+    return [line for line in lines if line and not line.startswith(("source ", "pip install", "pytest "))]
+
+
+def with_budget(command: str) -> str:
+    for prefix, extra in BUDGET.items():
+        if command.startswith(prefix):
+            return command + extra
+    return command
+
+
+@pytest.fixture(scope="module")
+def checkout(tmp_path_factory) -> Path:
+    """The repository's files (tracked, and new ones git does not ignore) copied to a new folder."""
+    listing = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                             capture_output=True, text=True)
+    if listing.returncode != 0:
+        pytest.skip("not a git checkout")
+    target = tmp_path_factory.mktemp("anywhere") / "gramx-clone"
+    for name in listing.stdout.splitlines():
+        source = ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    return target
+
+
+def run(checkout: Path, command: str) -> None:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("GRAMX_DISABLE_PLUGINS", None)
+    proc = subprocess.run(["bash", "-c", command], cwd=checkout, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, f"{command}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+
+
+@pytest.mark.slow
+def test_readme_quickstart_and_extension_walkthrough(checkout):
+    readme = checkout / "README.md"
+    steps = [with_budget(c) for block in blocks(readme, "Quickstart (5 minutes)", "bash") for c in commands(block)]
+    steps += [with_budget(c) for block in blocks(readme, "Extending trained models", "bash")
+              for c in commands(block)]
+    assert len(steps) >= 9 and any(s.startswith("gramx extend bridge") for s in steps)
+    for command in steps:
+        run(checkout, command)
+    assert (checkout / "runs" / "digits-bridged" / "model" / "config.json").is_file()
+    python = blocks(readme, "Quickstart (5 minutes)", "python")[0]
+    run(checkout, f"{sys.executable} - <<'EOF'\n{python}\nEOF")
+
+
+@pytest.mark.slow
+def test_glyph_plugin_guide(checkout):
+    guide = checkout / "examples" / "glyph_plugin" / "README.md"
+    steps = [with_budget(c) for heading in ("2. Install and check it", "3. Add data and train")
+             for block in blocks(guide, heading, "bash") for c in commands(block)]
+    assert any(s.startswith("gramx train runs/glyph/run.yaml") for s in steps)
+    for command in steps:
+        run(checkout, command)
+    assert (checkout / "runs" / "glyph" / "run" / "model" / "config.json").is_file()
