@@ -138,16 +138,16 @@ def test_a_bridge_file_resolves_every_path_against_its_folder(tmp_path, monkeypa
     from gramx.extend import load_bridge_config
 
     folder = tmp_path / "bridges"
+    (tmp_path / "elsewhere").mkdir()
     folder.mkdir()
     (folder / "b.yaml").write_text(yaml.safe_dump({"base": "../runs/a/model", "leaf": "runs/b/model",
                                                   "pools": {"text": "text.jsonl"}, "output": "out/model"}))
-    monkeypatch.chdir(tmp_path / "bridges")
+    monkeypatch.chdir(tmp_path / "elsewhere")
     config = load_bridge_config(folder / "b.yaml", ["leaf=typed/model"])
     assert config.base == tmp_path / "runs" / "a" / "model"
     assert config.output == folder / "out" / "model" and config.pools["text"] == folder / "text.jsonl"
-    assert config.leaf == folder / "typed" / "model"  # --set: the working folder (here the same folder)
-    monkeypatch.chdir(tmp_path)
-    assert load_bridge_config(folder / "b.yaml", ["leaf=typed/model"]).leaf == tmp_path / "typed" / "model"
+    assert config.leaf == tmp_path / "elsewhere" / "typed" / "model"  # --set: the working folder
+    assert load_bridge_config(folder / "b.yaml").leaf == folder / "runs" / "b" / "model"
 
 
 def test_config_errors_point_to_the_reference(tmp_path, fixture_plugins):
