@@ -32,6 +32,7 @@ import yaml
 from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
 
 from gramx.errors import ConfigError
+from gramx.objective import LOSS_TYPES, loss_type
 from gramx.plugins import available_modalities, get_modality
 from gramx.validation import Section, validate
 
@@ -98,10 +99,13 @@ class RunModality(Section):
 class LossConfig(Section):
     """The training objective."""
 
-    type: Literal["gram", "pairwise", "pairwise_all"] = Field(
-        "gram", description="gram: GRAM volume loss; pairwise: InfoNCE to the anchor; pairwise_all: all pairs"
+    type: str = Field(
+        "gram", description="gram: GRAM volume loss; triangle: TRIANGLE area loss (three modalities); symile: "
+        "Symile multilinear inner product; pairwise: InfoNCE to the anchor; pairwise_all: all pairs; or a type a "
+        "plugin registers"
     )
-    anchor: str = Field("text", description="anchor modality (gram also accepts 'all')")
+    anchor: str = Field("text", description="anchor modality (gram and triangle also accept 'all'; symile "
+                        "anchors every modality in turn)")
     temperature: float = Field(0.07, gt=0, description="initial temperature (trained)")
     learn_temperature: bool = True
     label_smoothing: float | None = Field(None, ge=0, lt=1, description="None: the loss's default")
@@ -110,6 +114,22 @@ class LossConfig(Section):
         "pairs for anchor 'all'). The volume cannot tell a vector from its negative, so GRAM alone may align "
         "a modality pointing away from the others; this term fixes the sign that cosine retrieval and "
         "zero-shot rely on. None = off"
+    )
+    pairwise_warmup: int | None = Field(
+        None, ge=1, description="steps over which the pairwise term's weight falls linearly from pairwise_weight "
+        "(default 1) to zero: GRAM trains from scratch without a permanent pairwise term. None = off"
+    )
+    cosine_weight: float | None = Field(
+        None, ge=0, description="gram: cosine-regularised volume logits, -(volume - w x sum of the anchor's cosine "
+        "similarities with the others) / t. None = off"
+    )
+    negatives: Literal["n", "n_squared"] = Field(
+        "n", description="symile: negatives per row from one shuffle of each modality (n) or from every "
+        "combination of rows (n_squared: B^m logits per row, small batches only)"
+    )
+    local: bool = Field(
+        False, description="under torchrun: each process computes its own rows' terms against the global batch "
+        "(open_clip's local loss); same gradients, logits per process linear (not quadratic) in the processes"
     )
     dam_weight: float | None = Field(None, ge=0, description="weight of data-anchor matching; None = off")
     dam_hidden: int = Field(256, ge=1, description="hidden width of the DAM head")
@@ -180,6 +200,10 @@ class RunConfig(Section):
 
     modalities: dict[str, RunModality] = Field(description="modality name -> options and head")
     dim: int = Field(256, ge=2, description="dimension of the shared embedding space")
+    init: Path | None = Field(
+        None, description="a gramx model directory whose weights start the run (fine-tuning; everything "
+        "trains): its modalities, their options and heads, and dim must be the run's. None = from scratch"
+    )
     loss: LossConfig = Field(default_factory=LossConfig)
     data: DataConfig
     optim: OptimConfig = Field(default_factory=OptimConfig)
@@ -203,14 +227,13 @@ class RunConfig(Section):
         return value
 
     @model_validator(mode="after")
-    def _check_anchor(self) -> "RunConfig":
+    def _check_loss(self) -> RunConfig:
         names = sorted(self.modalities)
-        anchor = self.loss.anchor
-        allowed = names + (["all"] if self.loss.type == "gram" else [])
-        if self.loss.type != "pairwise_all" and anchor not in allowed:
-            raise ValueError(f"loss.anchor {anchor!r} is not one of {allowed}")
-        if self.loss.dam_weight and anchor not in names:
-            raise ValueError(f"DAM needs a modality as loss.anchor, got {anchor!r}")
+        kind = LOSS_TYPES.get(self.loss.type)  # types from plugins are checked once plugins are loaded
+        if kind is not None and kind.check is not None:
+            kind.check(self.loss, names)
+        if self.loss.dam_weight and self.loss.anchor not in names:
+            raise ValueError(f"DAM needs a modality as loss.anchor, got {self.loss.anchor!r}")
         return self
 
 
@@ -218,6 +241,12 @@ class RunConfig(Section):
 
 
 def _validate_plugin_options(config: RunConfig) -> None:
+    kind = loss_type(config.loss.type)
+    if kind.check is not None and config.loss.type not in LOSS_TYPES:
+        try:
+            kind.check(config.loss, sorted(config.modalities))
+        except ValueError as exc:
+            raise ConfigError(f"invalid config: loss: {exc}", hint=REFERENCE_HINT) from None
     for name, entry in config.modalities.items():
         modality = get_modality(name)
         entry._plugin_config = validate(

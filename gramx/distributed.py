@@ -137,26 +137,49 @@ def _gather_rows(x: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
     return [p[:n] for p, n in zip(parts, sizes)]
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather of rows whose backward sums every process's gradient and keeps this process's rows."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, sizes: list[int], rank: int) -> torch.Tensor:
+        ctx.start, ctx.count = sum(sizes[:rank]), sizes[rank]
+        return torch.cat(_gather_rows(x, sizes))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.start : ctx.start + ctx.count], None, None
+
+
 def gather_features(
     feats: Mapping[str, torch.Tensor],
     masks: Mapping[str, torch.Tensor],
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    with_grad: bool = False,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
     """All-gather ``feats[name][B_local, D]`` and ``masks[name][B_local]`` from every process.
 
-    Returns the global batch (processes in rank order); only this process's rows carry
-    gradient. Local batch sizes may differ between processes. Without a process group the
-    inputs are returned unchanged.
+    Returns ``(feats, masks, local)``: the global batch (processes in rank order) and which of
+    its rows are this process's (``[B]`` bool). Without ``with_grad`` only this process's rows
+    carry gradient, which suffices when every process computes the whole global loss. With it
+    (the local loss, where each process computes its own rows' terms) every row carries
+    gradient, and the backward sums the processes' gradients for each row onto its owner.
+    Local batch sizes may differ between processes. Without a process group the inputs are
+    returned unchanged.
     """
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return dict(feats), dict(masks)
-    rank = dist.get_rank()
     any_tensor = next(iter(feats.values()))
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return dict(feats), dict(masks), torch.ones(any_tensor.shape[0], dtype=torch.bool, device=any_tensor.device)
+    rank = dist.get_rank()
     size = torch.tensor([any_tensor.shape[0]], device=any_tensor.device)
     sizes_t = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
     dist.all_gather(sizes_t, size)
     sizes = [int(s.item()) for s in sizes_t]
     out_feats, out_masks = {}, {}
     for name, x in feats.items():
+        if with_grad:
+            out_feats[name] = _GatherWithGrad.apply(x, sizes, rank)
+            continue
         with torch.no_grad():
             parts = _gather_rows(x.detach(), sizes)
         parts[rank] = x  # the local rows keep their gradient
@@ -164,14 +187,18 @@ def gather_features(
     for name, m in masks.items():
         parts = _gather_rows(m.to(device=any_tensor.device, dtype=torch.uint8), sizes)
         out_masks[name] = torch.cat(parts).bool()
-    return out_feats, out_masks
+    local = torch.zeros(sum(sizes), dtype=torch.bool, device=any_tensor.device)
+    local[sum(sizes[:rank]) : sum(sizes[: rank + 1])] = True
+    return out_feats, out_masks, local
 
 
-def average_gradients(parameters, world_size: int) -> None:
+def average_gradients(parameters, world_size: int, local: bool = False) -> None:
     """Average the gradients of parameters that DDP does not manage (e.g. the temperature).
 
     Each process computed the gradient of ``world * L`` for these parameters through the
-    whole global loss, so the average over processes divided by ``world`` is ``dL/dθ``.
+    whole global loss, so the average over processes divided by ``world`` is ``dL/dθ``; with
+    the local loss each computed ``world * L_p`` of its share, and their sum divided by
+    ``world`` is ``dL/dθ``.
     """
     if world_size == 1:
         return
@@ -181,4 +208,5 @@ def average_gradients(parameters, world_size: int) -> None:
         if dist.is_initialized():
             dist.all_reduce(p.grad)
             p.grad.div_(world_size)
-        p.grad.div_(world_size)
+        if not local:
+            p.grad.div_(world_size)

@@ -6,8 +6,10 @@ sets, and resolving ties in the query's favour inflates recall).
 
 :func:`evaluate` embeds a manifest with a model and returns the report of DESIGN.md::
 
-    {"tuples": N, "retrieval": {"a->b": metrics}, "nway": {"a->(b,c)": metrics, "(b,c)->a": ...},
-     "nway_cosine": {same keys}, "zeroshot": {"b": accuracy}}
+    {"tuples": N, "score": "volume", "retrieval": {"a->b": metrics},
+     "nway": {"a->(b,c)": metrics, "(b,c)->a": ...}, "nway_cosine": {same keys}, "zeroshot": {"b": accuracy}}
+
+``score`` is the similarity the model was trained with; ``nway`` and ``zeroshot`` use it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 from gramx.data import ErrorLog, Manifest
 from gramx.embed import Embeddings, embed_manifest
 from gramx.errors import GramxError
-from gramx.volume import volume_matrix
+from gramx.similarity import SCORES, score_matrix
 
 __all__ = ["ranks", "retrieval_metrics", "average_precision", "zeroshot_accuracy", "evaluate", "read_classes",
            "zeroshot_targets", "summarize"]
@@ -93,14 +95,18 @@ def retrieval_metrics(scores, higher_is_better: bool = False, positives=None) ->
     return metrics
 
 
-def zeroshot_accuracy(items: torch.Tensor, prompts: torch.Tensor, labels) -> float:
-    """Accuracy (percent) of classifying each item by its most similar class prompt.
+def zeroshot_accuracy(items: torch.Tensor, prompts: torch.Tensor, labels, score: str = "cosine") -> float:
+    """Accuracy (percent) of classifying each item by its best-scoring class prompt.
 
     ``items[N, D]`` and ``prompts[C, D]`` are L2-normalised embeddings (prompt c for
-    class c); ``labels[N]`` holds class indices.
+    class c); ``labels[N]`` holds class indices. ``score`` names the similarity of
+    :data:`gramx.similarity.SCORES` (its value for two vectors: the cosine for ``cosine``
+    and ``mip``, the sine of the angle for ``volume``, the distance for ``area``).
     """
     labels = _as_tensor(labels).to(items.device).long()
-    predicted = (items.float() @ prompts.float().T).argmax(dim=1)
+    kind = SCORES[score]
+    scores = kind.pair(items, prompts.to(items.device))
+    predicted = scores.argmax(dim=1) if kind.higher_is_better else scores.argmin(dim=1)
     return 100.0 * (predicted == labels).double().mean().item()
 
 
@@ -173,35 +179,41 @@ def zeroshot_targets(labels, classes: list[str] | None) -> tuple[list[str], list
     return classes, targets
 
 
-def _nway(emb: Embeddings, names: list[str]) -> tuple[dict, dict]:
-    """N-way retrieval over the rows where every modality is present, by volume and by cosine sum.
+def _nway(emb: Embeddings, names: list[str], score: str) -> tuple[dict, dict]:
+    """N-way retrieval over the rows where every modality is present, by ``score`` and by cosine sum.
 
     For each modality ``q``: ``q->(others)`` ranks tuples of the others for each item of
     ``q``, and ``(others)->q`` ranks items of ``q`` for each tuple (the transposed scores).
+    A score defined for a fixed tuple size only (the triangle area: two) is left out for
+    other sizes.
     """
-    by_volume, by_cosine = {}, {}
+    by_score, by_cosine = {}, {}
     rows = _both(emb.masks, names)
     if rows.numel() == 0:
-        return by_volume, by_cosine
+        return by_score, by_cosine
     positives = _positives(emb.labels, rows)
+    kind = SCORES[score]
     for q in names:
         others = [n for n in names if n != q]
-        query = emb.feats[q][rows]
-        volumes = volume_matrix(query, torch.stack([emb.feats[o][rows] for o in others], dim=1))
-        cosines = sum(query @ emb.feats[o][rows].T for o in others)
+        query, tuples = emb.feats[q][rows], torch.stack([emb.feats[o][rows] for o in others], dim=1)
         tuple_name = f"({','.join(others)})"
-        for key, transpose in ((f"{q}->{tuple_name}", False), (f"{tuple_name}->{q}", True)):
-            pos = None if positives is None else (positives.T if transpose else positives)
-            by_volume[key] = retrieval_metrics(volumes.T if transpose else volumes, False, pos)
-            by_cosine[key] = retrieval_metrics(cosines.T if transpose else cosines, True, pos)
-    return by_volume, by_cosine
+        for scores, higher, out in ((score_matrix(score, query, tuples), kind.higher_is_better, by_score),
+                                    (score_matrix("cosine", query, tuples), True, by_cosine)):
+            if out is by_score and kind.tuple_size not in (None, len(others)):
+                continue
+            for key, transpose in ((f"{q}->{tuple_name}", False), (f"{tuple_name}->{q}", True)):
+                pos = None if positives is None else (positives.T if transpose else positives)
+                out[key] = retrieval_metrics(scores.T if transpose else scores, higher, pos)
+    return by_score, by_cosine
 
 
 def _report(emb: Embeddings, model, classes, template: str, parts: Sequence[str], text_modality: str = "text",
             ) -> dict:
     """The evaluation report of ``emb``; ``model`` embeds the zero-shot prompts with its ``text`` modality."""
     names = [n for n in emb.feats if bool(emb.masks[n].any())]
-    report: dict = {"tuples": len(emb), "retrieval": {}, "nway": {}, "nway_cosine": {}, "zeroshot": {}}
+    score = getattr(model, "score", "volume")
+    report: dict = {"tuples": len(emb), "score": score, "retrieval": {}, "nway": {}, "nway_cosine": {},
+                    "zeroshot": {}}
     if "retrieval" in parts:
         for a in names:
             for b in names:
@@ -215,7 +227,7 @@ def _report(emb: Embeddings, model, classes, template: str, parts: Sequence[str]
                     scores, higher_is_better=True, positives=_positives(emb.labels, rows)
                 )
     if "nway" in parts and len(names) >= 3:
-        report["nway"], report["nway_cosine"] = _nway(emb, names)
+        report["nway"], report["nway_cosine"] = _nway(emb, names, score)
     if "zeroshot" in parts and model is not None and text_modality in getattr(model, "names", []):
         if classes is not None and not isinstance(classes, list):
             classes = read_classes(classes)
@@ -231,8 +243,7 @@ def _report(emb: Embeddings, model, classes, template: str, parts: Sequence[str]
                     continue
                 idx = torch.tensor(rows, dtype=torch.long)
                 report["zeroshot"][name] = zeroshot_accuracy(
-                    emb.feats[name][idx], prompts.to(emb.feats[name].device), [targets[i] for i in rows]
-                )
+                    emb.feats[name][idx], prompts.to(emb.feats[name].device), [targets[i] for i in rows], score)
     return report
 
 
@@ -254,12 +265,13 @@ def evaluate(
     already computed with ``model`` (then nothing is embedded again).
     ``retrieval``: every ordered modality pair (cosine similarity) over rows where both are
     present; ``nway``: each modality as query against the tuples of all the others and each
-    such tuple against the modality (Gram volume; three or more modalities, rows where all
-    are present), ``nway_cosine`` the same scored by the sum of cosine similarities;
-    ``zeroshot``: items of each non-text modality classified by their nearest class prompt
-    (``classes``: a file or list, line i = label i; default: the labels when they are
-    strings). Relevance is label-level when every row involved has a label, else the row
-    itself. Rows that fail to load raise, or with ``on_error="skip"`` are left out and
+    such tuple against the modality (scored by the model's ``score``; three or more
+    modalities, rows where all are present), ``nway_cosine`` the same scored by the sum of
+    cosine similarities; ``zeroshot``: items of each non-text modality classified by their
+    best-scoring class prompt by ``score`` (``classes``: a file or list, line i = label i;
+    default: the labels when they are strings). Relevance is label-level when every row
+    involved has a label, else the row itself. Rows that fail to load raise, or with
+    ``on_error="skip"`` are left out and
     recorded in ``error_log``.
     """
     emb = manifest if isinstance(manifest, Embeddings) else embed_manifest(

@@ -9,8 +9,9 @@
       NAME.npy            float32 [n, dim]: the embeddings of modality NAME where present
       NAME.safetensors    the same with the row numbers, the ids in its metadata
 
-A query searches one modality by cosine similarity, or tuples of several by Gram volume
-(:class:`gramx.volume.VolumeIndex`). Only the model that made an index may query it: its
+A query searches one modality by cosine similarity, or tuples of several by the model's
+score (the Gram volume, triangle area, multilinear product or cosine sum: :mod:`gramx.similarity`).
+Only the model that made an index may query it: its
 fingerprint (:func:`gramx.model_dir.fingerprint`) and dimension are checked.
 """
 
@@ -29,7 +30,7 @@ from gramx.atomic import Artefact, atomic_directory
 from gramx.embed import Embeddings
 from gramx.errors import GramxError
 from gramx.model_dir import fingerprint
-from gramx.volume import VolumeIndex
+from gramx.similarity import SCORES
 
 if TYPE_CHECKING:
     from gramx.model import GramxModel
@@ -54,7 +55,7 @@ def save_embeddings(emb: Embeddings, folder: str | Path, model: GramxModel, mani
         "format": FORMAT, "format_version": 1,
         "model": {"path": str(model.source) if model.source else None,
                   "fingerprint": fingerprint(model.source) if model.source else None,
-                  "dim": model.dim, "modalities": model.names},
+                  "dim": model.dim, "score": model.score, "modalities": model.names},
         "manifest": str(Path(manifest).resolve()), "tuples": len(emb),
         "ids": emb.ids, "labels": emb.labels, "modalities": {},
     }
@@ -137,12 +138,13 @@ class EmbeddingIndex:
                              hint=f"indexed modalities: {', '.join(self.modalities)}")
         return chosen
 
-    def search(self, query: torch.Tensor, names: list[str], k: int = 10) -> tuple[str, list[Hit]]:
+    def search(self, query: torch.Tensor, names: list[str], k: int = 10, score: str = "volume",
+               ) -> tuple[str, list[Hit]]:
         """The ``k`` best rows for one embedded ``query`` ``[1, dim]``: ``(score name, hits)``.
 
-        One candidate modality is ranked by cosine similarity (higher first), several by the
-        Gram volume of the query with the row's tuple (smaller first), over the rows that
-        have all of them.
+        One candidate modality is ranked by cosine similarity, several by ``score`` of the
+        query with the row's tuple (:data:`gramx.similarity.SCORES`), over the rows that
+        have all of them; best first.
         """
         meta = self.meta["modalities"]
         if len(names) == 1:
@@ -156,8 +158,8 @@ class EmbeddingIndex:
                 raise GramxError(f"no indexed tuple has all of {', '.join(names)}")
             position = {m: {r: i for i, r in enumerate(meta[m]["rows"])} for m in names}
             tuples = torch.stack([self.vectors(m)[[position[m][r] for r in common]] for m in names], dim=1)
-            values, idx = VolumeIndex.build(tuples).search(query, k=k)
-            score_name, scored = "volume", [(common[i], v) for v, i in zip(values[0].tolist(), idx[0].tolist())]
+            values, idx = SCORES[score].index(tuples).search(query, k=k)
+            score_name, scored = score, [(common[i], v) for v, i in zip(values[0].tolist(), idx[0].tolist())]
         hits = []
         for rank, (row, score) in enumerate(scored, start=1):
             shown = {m: meta[m]["values"][meta[m]["rows"].index(row)] for m in names if row in meta[m]["rows"]}
@@ -171,4 +173,5 @@ class EmbeddingIndex:
         ``names``: the candidate modalities (default: every indexed one but the query's).
         """
         self.check_model(model)
-        return self.search(model.embed_values(modality, [value]), self.candidates(modality, names), k=k)
+        return self.search(model.embed_values(modality, [value]), self.candidates(modality, names), k=k,
+                           score=model.score)

@@ -1,53 +1,55 @@
 """Contrastive losses over a batch of n-modality tuples.
 
-Each loss is a small ``nn.Module`` called as ``loss(feats, masks=None)`` with
-``feats = {modality: [B, D]}`` (L2-normalised) and optional presence
-``masks = {modality: [B] bool}``. Parts are injectable in the style of
-pytorch-metric-learning: the similarity (``distance``), the reducer of per-sample
-losses and the temperature module.
+Each loss is a small ``nn.Module`` called as ``loss(feats, masks=None, local=None)`` with
+``feats = {modality: [B, D]}`` (L2-normalised) and optional presence ``masks = {modality:
+[B] bool}``. Parts are injectable in the style of pytorch-metric-learning: the distance (a
+:class:`gramx.distances.TupleDistance` or a similarity), the reducer of per-sample losses and
+the temperature module.
 
-- :class:`GramLoss`: GRAM's volume contrastive loss, anchor vs the tuple of the others.
+- :class:`GramLoss`: GRAM's volume contrastive loss, anchor vs the tuple of the others
+  (cosine-regularised with :class:`gramx.distances.RegularisedVolume`).
+- :class:`TriangleLoss`: TRIANGLE's area contrastive loss, for exactly three modalities.
+- :class:`SymileLoss`: Symile's multilinear-inner-product loss, every modality anchoring in turn.
 - :class:`PairwiseInfoNCE`: the CLIP / ImageBind baseline, anchored or over all pairs.
 - :class:`DataAnchorMatching`: GRAM's matching head with volume-mined hard negatives.
 
-:class:`Objective` sums a run's weighted terms; :data:`LOSS_TYPES` is the table of the
-``loss.type`` values a run file may name, and :func:`build_objective` assembles the
-objective a run's ``loss`` section describes. A loss raises :class:`NothingToContrast`
-when no sample of the batch can take part in it (and only then).
+``local`` (``[B]`` bool, the rows this process owns) computes open_clip's *local loss*: only
+those rows' terms, against every row of the (gathered) batch, scaled so that the processes'
+losses sum to the global one; the logits per process grow linearly, not quadratically, with
+the number of processes (the default mean reducer is assumed). A loss raises
+:class:`NothingToContrast` when no sample of the whole batch can take part (and only then).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gramx.config import LossConfig
-from gramx.distributed import gather_features
+from gramx.distances import AreaDistance, RegularisedVolume, TupleDistance, VolumeDistance, present
 from gramx.errors import GramxError
-from gramx.volume import volume_matrix
+from gramx.similarity import multilinear_product
 
 __all__ = [
     "NothingToContrast",
     "Temperature",
     "GramLoss",
+    "TriangleLoss",
+    "SymileLoss",
     "PairwiseInfoNCE",
     "DataAnchorMatching",
     "symmetric_cross_entropy",
     "anchor_volumes",
-    "Objective",
-    "LossType",
-    "LOSS_TYPES",
-    "build_objective",
-    "describe_loss",
+    "anchor_areas",
+    "regularised_volumes",
 ]
 
 Feats = Mapping[str, torch.Tensor]
 Masks = Mapping[str, torch.Tensor] | None
+Reducer = Callable[[torch.Tensor], torch.Tensor]
 
 
 class NothingToContrast(GramxError, ValueError):
@@ -78,6 +80,10 @@ class Temperature(nn.Module):
         return f"value={self().item():.4g}, bounds=({math.exp(self.bounds[0]):.4g}, {math.exp(self.bounds[1]):.4g})"
 
 
+def _temperature(value: float | Temperature) -> Temperature:
+    return value if isinstance(value, Temperature) else Temperature(value)
+
+
 def symmetric_cross_entropy(logits: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
     """Per-sample loss ``(CE(row i -> i) + CE(column i -> i)) / 2`` for square ``logits``."""
     target = torch.arange(logits.shape[0], device=logits.device)
@@ -86,45 +92,61 @@ def symmetric_cross_entropy(logits: torch.Tensor, label_smoothing: float = 0.0) 
     return (rows + cols) / 2
 
 
-def _present(feats: Feats, masks: Masks, name: str) -> torch.Tensor:
-    x = feats[name]
-    if masks is None or name not in masks:
-        return torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-    return masks[name].to(device=x.device, dtype=torch.bool)
+def _mine(rows: torch.Tensor, local: torch.Tensor | None) -> torch.Tensor | None:
+    """Positions within ``rows`` of the samples this process owns (``None``: not a local loss)."""
+    return None if local is None else local.to(rows.device)[rows].nonzero().squeeze(1)
 
 
-def _check_modalities(feats: Feats, names: list[str]) -> None:
-    missing = [n for n in names if n not in feats]
-    if missing:
-        raise KeyError(f"loss needs modalities {missing}, the batch has {sorted(feats)}")
+def _share(per_sample: torch.Tensor, reducer: Reducer, mine: torch.Tensor | None, n: int) -> torch.Tensor:
+    """The reduced loss, or this process's share of it: its samples' part, weighted by their count."""
+    return reducer(per_sample) if mine is None else reducer(per_sample) * (mine.numel() / n)
+
+
+def _none_here(feats: Feats) -> torch.Tensor:
+    """This process's share when it owns none of the samples: zero, still connected to every feature."""
+    return sum(f.sum() for f in feats.values()) * 0.0
+
+
+def _symmetric_terms(score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], rows: torch.Tensor,
+                     mine: torch.Tensor | None, smoothing: float) -> torch.Tensor:
+    """Per-sample symmetric cross-entropy over ``rows`` (all, or only those at positions ``mine``).
+
+    ``score(query_rows, candidate_rows)`` gives logits; the row direction scores a sample's
+    anchor against every tuple, the column direction its tuple against every anchor.
+    """
+    if mine is None:
+        return symmetric_cross_entropy(score(rows, rows), smoothing)
+    forward, backward = score(rows[mine], rows), score(rows, rows[mine]).T
+    return (F.cross_entropy(forward, mine, reduction="none", label_smoothing=smoothing)
+            + F.cross_entropy(backward, mine, reduction="none", label_smoothing=smoothing)) / 2
 
 
 def anchor_volumes(feats: Feats, masks: Masks, anchor: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Volumes of ``(anchor_i, others_j)`` for the samples that can take part.
+    """Volumes of ``(anchor_i, others_j)`` for the samples that can take part: ``(volumes [n, n], rows [n])``.
 
     A sample takes part when its anchor and at least one other modality are present;
-    missing other modalities are left out of its tuple. Returns ``(volumes [n, n],
-    rows [n])`` with ``rows`` the indices of those samples in the batch.
+    missing other modalities are left out of its tuple.
     """
-    others = sorted(n for n in feats if n != anchor)
-    if not others:
-        raise ValueError("the GRAM loss needs at least two modalities")
-    other_mask = torch.stack([_present(feats, masks, n) for n in others], dim=1)  # [B, m]
-    rows = (_present(feats, masks, anchor) & other_mask.any(dim=1)).nonzero().squeeze(1)
-    if rows.numel() == other_mask.shape[0]:  # every sample takes part: no gathers
-        tuples = torch.stack([feats[n] for n in others], dim=1)  # [B, m, D]
-        mask = None if bool(other_mask.all()) else other_mask
-        return volume_matrix(feats[anchor], tuples, mask=mask), rows
-    tuples = torch.stack([feats[n][rows] for n in others], dim=1)  # [n, m, D]
-    return volume_matrix(feats[anchor][rows], tuples, mask=other_mask[rows]), rows
+    return VolumeDistance().matrix(feats, masks, anchor)
+
+
+def regularised_volumes(feats: Feats, masks: Masks, anchor: str, weight: float = 1.0):
+    """``(volume - weight * anchor cosines [n, n], rows [n])`` (:class:`~gramx.distances.RegularisedVolume`)."""
+    return RegularisedVolume(weight).matrix(feats, masks, anchor)
+
+
+def anchor_areas(feats: Feats, masks: Masks, anchor: str, squared: bool = True):
+    """``(triangle areas [n, n], rows [n])`` over the samples with all three modalities present."""
+    return AreaDistance(squared).matrix(feats, masks, anchor)
 
 
 class GramLoss(nn.Module):
     """GRAM volume contrastive loss.
 
-    ``logits[i, j] = -volume(anchor_i, others_j) / temperature``; the loss is the mean of
-    the cross-entropy over rows (anchor -> tuple) and over columns (tuple -> anchor),
-    target ``i``. ``anchor="all"`` averages the loss over every modality as anchor.
+    ``logits[i, j] = -distance(anchor_i, others_j) / temperature`` with the Gram volume as
+    distance by default; the loss is the mean of the cross-entropy over rows (anchor ->
+    tuple) and over columns (tuple -> anchor), target ``i``. ``anchor="all"`` averages the
+    loss over every modality as anchor.
     """
 
     def __init__(
@@ -132,31 +154,134 @@ class GramLoss(nn.Module):
         anchor: str = "text",
         temperature: float | Temperature = 0.07,
         label_smoothing: float = 0.1,
-        reducer: Callable[[torch.Tensor], torch.Tensor] = torch.mean,
-        distance: Callable[[Feats, Masks, str], tuple[torch.Tensor, torch.Tensor]] = anchor_volumes,
+        reducer: Reducer = torch.mean,
+        distance: TupleDistance | None = None,
     ):
         super().__init__()
         self.anchor = anchor
-        self.temperature = temperature if isinstance(temperature, Temperature) else Temperature(temperature)
+        self.temperature = _temperature(temperature)
         self.label_smoothing = label_smoothing
         self.reducer = reducer
-        self.distance = distance
+        self.distance = distance or VolumeDistance()
 
     def anchors(self, feats: Feats) -> list[str]:
         """The modalities used as anchor for this batch."""
         if self.anchor == "all":
             return sorted(feats)
-        _check_modalities(feats, [self.anchor])
+        if self.anchor not in feats:
+            raise KeyError(f"loss needs modality {self.anchor!r}, the batch has {sorted(feats)}")
         return [self.anchor]
 
-    def forward(self, feats: Feats, masks: Masks = None) -> torch.Tensor:
+    def forward(self, feats: Feats, masks: Masks = None, local: torch.Tensor | None = None) -> torch.Tensor:
         t = self.temperature()
         losses = []
         for anchor in self.anchors(feats):
-            volumes, _ = self.distance(feats, masks, anchor)
-            if volumes.shape[0] == 0:
+            rows = self.distance.rows(feats, masks, anchor)
+            if rows.numel() == 0:
                 continue
-            losses.append(self.reducer(symmetric_cross_entropy(-volumes / t, self.label_smoothing)))
+            mine = _mine(rows, local)
+            if mine is not None and mine.numel() == 0:
+                losses.append(_none_here(feats))
+                continue
+            per = _symmetric_terms(lambda a, b: -self.distance(feats, masks, anchor, a, b) / t, rows, mine,
+                                   self.label_smoothing)
+            losses.append(_share(per, self.reducer, mine, rows.numel()))
+        if not losses:
+            raise NothingToContrast("no sample in the batch has an anchor and another modality")
+        return torch.stack(losses).mean()
+
+
+class TriangleLoss(GramLoss):
+    """TRIANGLE (Cicchetti et al., NeurIPS 2025): GRAM's loss with the triangle area as distance.
+
+    ``logits[i, j] = -area(anchor_i, others_j) / temperature`` over the samples with all three
+    modalities present; the area is TRIANGLE's ``2 area^2`` by default (``squared=False``: the
+    area itself). Unlike the volume, the area sees a vector's sign.
+    """
+
+    def __init__(self, anchor: str = "text", temperature: float | Temperature = 0.07, label_smoothing: float = 0.1,
+                 reducer: Reducer = torch.mean, squared: bool = True):
+        super().__init__(anchor, temperature, label_smoothing, reducer, AreaDistance(squared))
+
+
+def _row_combinations(vectors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Element-wise products of the rows of ``vectors`` (each ``[n, d]``) in every combination of row shifts.
+
+    Block ``b`` of the result is one combination; block 0 pairs row i with row i everywhere.
+    The order is the ``symile`` package's (``compute_non_anchor_products``, which needs two
+    or more vectors; one vector gives its own rows).
+    """
+    first, rest = vectors[0], vectors[1:]
+    shifts = range(first.shape[0])
+    if not rest:  # one modality: its rows are all the combinations there are
+        return [first]
+    if len(rest) == 1:  # the last two: the second shifted against the first
+        return [first * rest[0].roll(shift, dims=0) for shift in shifts]
+    inner = _row_combinations(rest)
+    return [product * first.roll(shift, dims=0) for shift in shifts for product in inner]
+
+
+class SymileLoss(nn.Module):
+    """Symile (Saporta et al., NeurIPS 2024): the multilinear inner product (MIP) of all modalities.
+
+    Each modality anchors in turn: ``logits[i, j] = MIP(anchor_i, negative tuple j) / t`` with
+    the positive ``MIP(anchor_i, others_i)`` on the diagonal, cross-entropy over rows; the loss
+    averages the anchors. ``negatives="n"``: the negative tuples combine other rows of each
+    non-anchor modality, each shuffled by its own random permutation (``B - 1`` negatives per
+    row); ``"n_squared"``: every combination of rows (``B^m - 1``). Equals the ``symile``
+    package's ``Symile`` on full batches with the same permutations; in addition, a missing
+    vector drops out of its tuple's product (masks), only samples with the anchor and another
+    modality take part, and the permutations come from ``generator`` (default: torch's).
+    """
+
+    def __init__(self, temperature: float | Temperature = 0.07, negatives: str = "n", reducer: Reducer = torch.mean,
+                 generator: torch.Generator | None = None):
+        super().__init__()
+        if negatives not in ("n", "n_squared"):
+            raise ValueError(f"negatives must be 'n' or 'n_squared', got {negatives!r}")
+        self.temperature = _temperature(temperature)
+        self.negatives = negatives
+        self.reducer = reducer
+        self.generator = generator
+
+    def _logits(self, anchor: torch.Tensor, others: list[torch.Tensor], positions: torch.Tensor,
+                shuffles: list[torch.Tensor]) -> torch.Tensor:
+        """Logits of the query anchors ``[q, d]``, whose own tuples are rows ``positions`` of ``others``."""
+        if self.negatives == "n_squared":
+            return anchor @ torch.cat(_row_combinations(others)).T  # [q, n^m], positives in the first block
+        shuffled = torch.ones_like(others[0])
+        for other, perm in zip(others, shuffles):
+            shuffled = shuffled * other[perm.to(other.device)]
+        positive = multilinear_product(torch.stack([anchor, *(o[positions] for o in others)], dim=1))
+        n = others[0].shape[0]
+        own = torch.zeros(anchor.shape[0], n, dtype=torch.bool, device=anchor.device)
+        own[torch.arange(anchor.shape[0], device=anchor.device), positions] = True
+        return torch.where(own, positive[:, None], anchor @ shuffled.T)
+
+    def forward(self, feats: Feats, masks: Masks = None, local: torch.Tensor | None = None) -> torch.Tensor:
+        t = self.temperature()
+        names = [n for n in sorted(feats) if bool(present(feats, masks, n).any())]  # absent ones drop out
+        losses = []
+        for anchor in names:
+            others = [n for n in names if n != anchor]
+            there = torch.stack([present(feats, masks, n) for n in others], dim=1)
+            rows = (present(feats, masks, anchor) & there.any(dim=1)).nonzero().squeeze(1)
+            if rows.numel() == 0 or not others:
+                continue
+            # every process draws the same shuffles, whichever rows it owns
+            shuffles = [] if self.negatives == "n_squared" else [
+                torch.randperm(rows.numel(), generator=self.generator) for _ in others]
+            mine = _mine(rows, local)
+            if mine is not None and mine.numel() == 0:
+                losses.append(_none_here(feats))
+                continue
+            dtype = torch.promote_types(feats[anchor].dtype, torch.float32)
+            ones = torch.ones((), dtype=dtype, device=rows.device)
+            vectors = [torch.where(there[rows, i, None], feats[o][rows].to(dtype), ones) for i, o in enumerate(others)]
+            queries = torch.arange(rows.numel(), device=rows.device) if mine is None else mine
+            logits = self._logits(feats[anchor][rows[queries]].to(dtype), vectors, queries, shuffles) / t
+            per = F.cross_entropy(logits, queries, reduction="none")
+            losses.append(_share(per, self.reducer, mine, rows.numel()))
         if not losses:
             raise NothingToContrast("no sample in the batch has an anchor and another modality")
         return torch.stack(losses).mean()
@@ -175,12 +300,12 @@ class PairwiseInfoNCE(nn.Module):
         anchor: str | None = "text",
         temperature: float | Temperature = 0.07,
         label_smoothing: float = 0.0,
-        reducer: Callable[[torch.Tensor], torch.Tensor] = torch.mean,
+        reducer: Reducer = torch.mean,
         distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ):
         super().__init__()
         self.anchor = anchor
-        self.temperature = temperature if isinstance(temperature, Temperature) else Temperature(temperature)
+        self.temperature = _temperature(temperature)
         self.label_smoothing = label_smoothing
         self.reducer = reducer
         if distance is None:
@@ -194,18 +319,24 @@ class PairwiseInfoNCE(nn.Module):
         names = sorted(feats)
         if self.anchor is None:
             return [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
-        _check_modalities(feats, [self.anchor])
+        if self.anchor not in feats:
+            raise KeyError(f"loss needs modality {self.anchor!r}, the batch has {sorted(feats)}")
         return [(self.anchor, b) for b in names if b != self.anchor]
 
-    def forward(self, feats: Feats, masks: Masks = None) -> torch.Tensor:
+    def forward(self, feats: Feats, masks: Masks = None, local: torch.Tensor | None = None) -> torch.Tensor:
         t = self.temperature()
         losses = []
         for a, b in self.pairs(feats):
-            rows = (_present(feats, masks, a) & _present(feats, masks, b)).nonzero().squeeze(1)
+            rows = (present(feats, masks, a) & present(feats, masks, b)).nonzero().squeeze(1)
             if rows.numel() == 0:
                 continue
-            logits = self.distance(feats[a][rows].float(), feats[b][rows].float()) / t
-            losses.append(self.reducer(symmetric_cross_entropy(logits, self.label_smoothing)))
+            mine = _mine(rows, local)
+            if mine is not None and mine.numel() == 0:
+                losses.append(_none_here(feats))
+                continue
+            per = _symmetric_terms(lambda q, c: self.distance(feats[a][q].float(), feats[b][c].float()) / t, rows,
+                                   mine, self.label_smoothing)
+            losses.append(_share(per, self.reducer, mine, rows.numel()))
         if not losses:
             raise NothingToContrast("no sample in the batch has both modalities of any pair")
         return torch.stack(losses).mean()
@@ -218,17 +349,13 @@ class DataAnchorMatching(nn.Module):
     order, zeros for missing ones, plus the presence flags). Each anchor is paired with
     its own tuple (positive) and with one other tuple sampled with probability
     ``softmax(-volume / temperature)`` (a hard negative); each tuple is likewise paired
-    with a hard-negative anchor. The loss is the binary cross-entropy of the scores.
+    with a hard-negative anchor. The loss is the binary cross-entropy of the scores. With
+    ``local``, the negatives are drawn for the whole batch (as without it) and only this
+    process's pairs are scored.
     """
 
-    def __init__(
-        self,
-        modalities: list[str],
-        dim: int,
-        anchor: str = "text",
-        hidden: int = 256,
-        temperature: float = 0.07,
-    ):
+    def __init__(self, modalities: list[str], dim: int, anchor: str = "text", hidden: int = 256,
+                 temperature: float = 0.07):
         super().__init__()
         if anchor not in modalities:
             raise ValueError(f"DAM anchor {anchor!r} is not among the modalities {modalities}")
@@ -243,13 +370,15 @@ class DataAnchorMatching(nn.Module):
         parts, flags = [], []
         for name in self.modalities:
             rows = anchor_rows if name == self.anchor else tuple_rows
-            present = _present(feats, masks, name)[rows]
-            parts.append(feats[name][rows].float() * present.unsqueeze(1))
-            flags.append(present.float())
+            there = present(feats, masks, name)[rows]
+            parts.append(feats[name][rows].float() * there.unsqueeze(1))
+            flags.append(there.float())
         return self.head(torch.cat(parts + [torch.stack(flags, dim=1)], dim=1)).squeeze(1)
 
-    def forward(self, feats: Feats, masks: Masks = None) -> torch.Tensor:
-        _check_modalities(feats, self.modalities)
+    def forward(self, feats: Feats, masks: Masks = None, local: torch.Tensor | None = None) -> torch.Tensor:
+        missing = [n for n in self.modalities if n not in feats]
+        if missing:
+            raise KeyError(f"loss needs modalities {missing}, the batch has {sorted(feats)}")
         with torch.no_grad():
             volumes, rows = anchor_volumes(feats, masks, self.anchor)
         n = rows.numel()
@@ -262,121 +391,12 @@ class DataAnchorMatching(nn.Module):
         anchor_rows = torch.cat([rows, rows, neg_anchor])
         tuple_rows = torch.cat([rows, neg_tuple, rows])
         target = torch.cat([torch.ones(n), torch.zeros(2 * n)]).to(volumes.device)
-        return F.binary_cross_entropy_with_logits(self.score(feats, masks, anchor_rows, tuple_rows), target)
-
-
-class Objective(nn.Module):
-    """The contrastive loss plus optional extra terms, summed by weight.
-
-    ``extras`` maps a term's name (``pairwise``, ``dam``) to ``(module, weight)``. Calling it
-    returns ``(total, parts)`` with each computed term by name (``contrastive`` first). A
-    term that raises :class:`NothingToContrast` for a batch is left out of the sum and of
-    ``parts``; when no term can be computed, :class:`NothingToContrast` is raised.
-    """
-
-    def __init__(self, contrastive: nn.Module, extras: Mapping[str, tuple[nn.Module, float]] | None = None):
-        super().__init__()
-        self.contrastive = contrastive
-        self.extras = nn.ModuleDict({name: module for name, (module, _) in (extras or {}).items()})
-        self.weights = {"contrastive": 1.0, **{name: weight for name, (_, weight) in (extras or {}).items()}}
-
-    @property
-    def term_names(self) -> list[str]:
-        """The names of the terms, ``contrastive`` first."""
-        return list(self.weights)
-
-    def forward(self, feats: Feats, masks: Masks = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        parts = {}
-        for name, term in (("contrastive", self.contrastive), *self.extras.items()):
-            try:
-                parts[name] = term(feats, masks)
-            except NothingToContrast:
-                continue
-        if not parts:
-            raise NothingToContrast("no term of the objective can use this batch")
-        total = sum(self.weights[name] * value for name, value in parts.items())
-        return total, parts
-
-    def global_loss(self, feats: Feats, masks: Masks, seed: tuple[int, ...] = (0,),
-                    ) -> tuple[torch.Tensor, dict[str, float], int]:
-        """The objective on the global batch of all processes: ``(loss, parts, global rows)``.
-
-        Features and masks are gathered from every process (gradients flow to the local rows,
-        :func:`gramx.distributed.gather_features`). The loss's own randomness (DAM's negative
-        sampling) is seeded from ``seed`` so that every process computes the same global loss
-        and a resumed run draws the same samples. A batch that no term can use gives a zero
-        loss that still reaches every parameter (DDP needs a backward on every process) and
-        empty ``parts``.
-        """
-        feats, masks = gather_features(feats, masks)
-        rows = next(iter(feats.values())).shape[0]
-        device = next(iter(feats.values())).device
-        devices = [device] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices, device_type=device.type if device.type != "cpu" else "cuda"):
-            s = hash(seed) & 0x7FFF_FFFF_FFFF
-            torch.default_generator.manual_seed(s)
-            if device.type == "cuda":
-                torch.cuda.manual_seed(s)
-            try:
-                loss, parts = self(feats, masks)
-            except NothingToContrast:
-                loss, parts = sum(f.sum() for f in feats.values()) * 0.0, {}
-        return loss, {k: float(v.detach()) for k, v in parts.items()}, rows
-
-    @property
-    def temperature(self) -> float:
-        """The contrastive term's current temperature."""
-        return float(self.contrastive.temperature().detach())
-
-
-@dataclass(frozen=True)
-class LossType:
-    """One ``loss.type`` of a run file: how to build its contrastive term and how to name it."""
-
-    build: Callable[[LossConfig, Temperature, dict], nn.Module]
-    describe: Callable[[LossConfig], str]
-
-
-#: The contrastive terms a run's ``loss.type`` may name.
-LOSS_TYPES: dict[str, LossType] = {
-    "gram": LossType(
-        build=lambda cfg, t, extra: GramLoss(anchor=cfg.anchor, temperature=t, **extra),
-        describe=lambda cfg: f"the GRAM volume loss (anchor {cfg.anchor})",
-    ),
-    "pairwise": LossType(
-        build=lambda cfg, t, extra: PairwiseInfoNCE(anchor=cfg.anchor, temperature=t, **extra),
-        describe=lambda cfg: f"pairwise InfoNCE (anchor {cfg.anchor})",
-    ),
-    "pairwise_all": LossType(
-        build=lambda cfg, t, extra: PairwiseInfoNCE(anchor=None, temperature=t, **extra),
-        describe=lambda cfg: "pairwise InfoNCE over all pairs",
-    ),
-}
-
-
-def build_objective(cfg: LossConfig, modalities: list[str], dim: int) -> Objective:
-    """The objective a run's ``loss`` section describes, for a model with ``modalities`` in ``dim`` dims.
-
-    Every temperature, the extra pairwise term's included, is trained unless
-    ``cfg.learn_temperature`` is false.
-    """
-    extra = {} if cfg.label_smoothing is None else {"label_smoothing": cfg.label_smoothing}
-    contrastive = LOSS_TYPES[cfg.type].build(cfg, Temperature(cfg.temperature, learnable=cfg.learn_temperature), extra)
-    extras = {}
-    if cfg.pairwise_weight:
-        anchor = None if cfg.anchor == "all" else cfg.anchor
-        pairwise = PairwiseInfoNCE(anchor=anchor, temperature=Temperature(cfg.temperature,
-                                                                          learnable=cfg.learn_temperature))
-        extras["pairwise"] = (pairwise, cfg.pairwise_weight)
-    if cfg.dam_weight:
-        dam = DataAnchorMatching(sorted(modalities), dim, anchor=cfg.anchor, hidden=cfg.dam_hidden)
-        extras["dam"] = (dam, cfg.dam_weight)
-    return Objective(contrastive, extras)
-
-
-def describe_loss(cfg: LossConfig) -> str:
-    """The objective in words, for the model card: ``"the GRAM volume loss (anchor text) + 0.5 x DAM"``."""
-    text = LOSS_TYPES[cfg.type].describe(cfg)
-    if cfg.pairwise_weight:
-        text += f" + {cfg.pairwise_weight} x pairwise InfoNCE"
-    return text + (f" + {cfg.dam_weight} x DAM" if cfg.dam_weight else "")
+        mine = _mine(rows, local)
+        if mine is not None and mine.numel() == 0:
+            return _none_here(feats) + sum(p.sum() for p in self.head.parameters()) * 0.0
+        if mine is not None:  # this process's pairs: its positives, its anchors' and its tuples' negatives
+            pick = torch.cat([mine, mine + n, mine + 2 * n])
+            anchor_rows, tuple_rows, target = anchor_rows[pick], tuple_rows[pick], target[pick]
+        per = F.binary_cross_entropy_with_logits(self.score(feats, masks, anchor_rows, tuple_rows), target,
+                                                 reduction="none")
+        return per.mean() if mine is None else per.sum() / (3 * n)

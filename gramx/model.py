@@ -154,12 +154,31 @@ class GramxModel(nn.Module):
             for name, entry in sorted(run.modalities.items())  # the order of YAML keys never matters
         }
         config = ModelConfig(gramx_version=__version__, dim=run.dim, modalities=specs)
-        return cls(config, {name: entry.plugin_config for name, entry in run.modalities.items()})
+        model = cls(config, {name: entry.plugin_config for name, entry in run.modalities.items()})
+        if run.init is not None:
+            model.start_from(run.init)
+        return model
+
+    def start_from(self, path: str | Path) -> None:
+        """Take the weights of the saved model at ``path``, which must have this model's structure."""
+        saved = read_model_config(path)
+        mine = self.config.model_dump(include={"dim", "modalities"}, exclude={"modalities": {"__all__": {"plugin"}}})
+        theirs = saved.model_dump(include={"dim", "modalities"}, exclude={"modalities": {"__all__": {"plugin"}}})
+        if mine != theirs:
+            raise ConfigError(f"init: the model at {path} is not this run's model (dim, modalities, their options "
+                              "and heads must be the same)", hint="copy those sections from its config.json")
+        self.load_state_dict(read_weights(path, set(self.state_dict())), strict=True)
+        self.config.lineage.append({"operation": "init", "from": str(Path(path).resolve())})
 
     @property
     def names(self) -> list[str]:
         """The model's modalities."""
         return list(self.encoders)
+
+    @property
+    def score(self) -> str:
+        """The similarity the model was trained with (``volume``, ``area``, ``mip`` or ``cosine``)."""
+        return self.config.score
 
     @property
     def device(self) -> torch.device:

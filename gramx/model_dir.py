@@ -87,6 +87,8 @@ class ModelConfig(Section):
     format_version: Literal[1] = 1
     gramx_version: str = ""
     dim: int = Field(ge=2)
+    score: Literal["volume", "area", "mip", "cosine"] = Field(
+        "volume", description="the similarity the model was trained with, which retrieval and zero-shot use")
     modalities: dict[str, SavedModality]
     training: dict[str, Any] = Field(default_factory=dict, description="what the model was trained on")
     metrics: dict[str, Any] = Field(default_factory=dict, description="the last evaluation report")
@@ -157,11 +159,11 @@ def read_weights(path: str | Path, expected: set[str], device: str = "cpu") -> d
 def fingerprint(path: str | Path) -> str:
     """The identity of a saved model: a SHA-256 over what determines its embeddings.
 
-    That is the space (``dim``), each modality's plugin, config, head and bridge, and the
-    weights file; training records and metrics do not count.
+    That is the space (``dim``, ``score``), each modality's plugin, config, head and bridge,
+    and the weights file; training records and metrics do not count.
     """
     config = read_model_config(path)
-    digest = hashlib.sha256(json.dumps(config.model_dump(mode="json", include={"dim", "modalities"}),
+    digest = hashlib.sha256(json.dumps(config.model_dump(mode="json", include={"dim", "score", "modalities"}),
                                        sort_keys=True).encode())
     with (Path(path) / WEIGHTS_NAME).open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

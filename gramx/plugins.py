@@ -23,6 +23,7 @@ import pluggy
 from gramx import hookspecs
 from gramx.errors import PluginError
 from gramx.modality import Modality
+from gramx.objective import LOSS_TYPES, LossType
 
 __all__ = [
     "PluginStatus",
@@ -46,6 +47,7 @@ class PluginStatus:
     distribution: str | None = None
     version: str | None = None
     modalities: list[str] = field(default_factory=list)
+    objectives: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
     error: str | None = None
     disabled: bool = False
@@ -118,6 +120,7 @@ class PluginHost:
         self.pm.add_hookspecs(hookspecs)
         self.records: dict[str, PluginStatus] = {}
         self._modalities: dict[str, tuple[Modality, str]] = {}
+        self._objectives: dict[str, tuple[LossType, str]] = {}
         self._commands: dict[str, StagedCommands] = {}
 
     def discover(self) -> None:
@@ -153,6 +156,7 @@ class PluginHost:
         """Register ``plugin`` and run its hooks; keep what it added only if all of them succeed."""
         record = self.records[name]
         staged: list[Modality] = []
+        objectives: dict[str, LossType] = {}
         commands = StagedCommands()
 
         def register(modality: Modality) -> None:
@@ -161,10 +165,20 @@ class PluginHost:
             modality.default_config()  # defaults must validate
             staged.append(modality)
 
+        def register_objective(objective_name: str, loss_type: LossType) -> None:
+            if not isinstance(loss_type, LossType):
+                raise PluginError(f"register() expects a gramx.objective.LossType, got {type(loss_type).__name__}")
+            taken = {**LOSS_TYPES, **self._objectives, **objectives}
+            if objective_name in taken:
+                owner = "gramx" if objective_name in LOSS_TYPES else self._objectives[objective_name][1]
+                raise PluginError(f"loss type {objective_name!r} is registered by both {owner!r} and plugin {name!r}")
+            objectives[objective_name] = loss_type
+
         try:
             self.pm.register(plugin, name=name)
             self._call(self.pm.hook.gramx_register_modalities, plugin, register=register)
             self._check_unique(staged, name)
+            self._call(self.pm.hook.gramx_register_objectives, plugin, register=register_objective)
             self._call(self.pm.hook.gramx_register_commands, plugin, subparsers=commands)
             commands.check()
         except Exception as exc:
@@ -175,6 +189,8 @@ class PluginHost:
         for modality in staged:
             self._modalities[modality.name] = (modality, name)
         record.modalities = [m.name for m in staged]
+        self._objectives.update({key: (value, name) for key, value in objectives.items()})
+        record.objectives = list(objectives)
         record.commands = [command for command, _, _ in commands.added]
         self._commands[name] = commands
 
@@ -201,7 +217,9 @@ class PluginHost:
         record.error = _describe(exc)
         for modality in record.modalities:
             del self._modalities[modality]
-        record.modalities, record.commands = [], []
+        for objective in record.objectives:
+            del self._objectives[objective]
+        record.modalities, record.objectives, record.commands = [], [], []
         self._commands.pop(name, None)
         plugin = self.pm.get_plugin(name)
         if plugin is not None:
@@ -248,6 +266,10 @@ class PluginHost:
     def modalities(self) -> dict[str, Modality]:
         """All registered modalities by name."""
         return {name: modality for name, (modality, _) in sorted(self._modalities.items())}
+
+    def objectives(self) -> dict[str, LossType]:
+        """The loss types plugins registered, by name (:class:`gramx.objective.LossType`)."""
+        return {name: loss_type for name, (loss_type, _) in sorted(self._objectives.items())}
 
 
 _host: PluginHost | None = None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,7 @@ from typing import Any
 from gramx.atomic import Artefact
 from gramx.version import __version__
 
-__all__ = ["RUN", "RunLog"]
+__all__ = ["RUN", "RunLog", "TrainWindow"]
 
 #: A run folder, recognised by its gramx-run.json.
 RUN = Artefact("gramx run folder", "gramx-run.json", "gramx-run")
@@ -58,3 +60,22 @@ class RunLog:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+class TrainWindow:
+    """Training figures summed between two log records: loss, terms, batches, samples, time."""
+
+    def __init__(self):
+        self.loss, self.batches, self.samples = 0.0, 0, 0
+        self.parts: Counter = Counter()
+        self.computed: Counter = Counter()  # batches in which each term was computed
+        self.missed: Counter = Counter()  # batches in which an active term had nothing to contrast
+        self.started = time.perf_counter()
+
+    def add(self, loss: float, parts: dict[str, float], samples: int, missed: set[str]) -> None:
+        self.loss += loss
+        self.batches += 1
+        self.samples += samples
+        self.parts.update(parts)
+        self.computed.update(parts.keys())
+        self.missed.update(missed)

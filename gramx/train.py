@@ -56,32 +56,15 @@ from gramx.data import (
 from gramx.embed import prepare_training_inputs
 from gramx.errors import GramxError
 from gramx.evaluate import evaluate, read_classes, summarize, zeroshot_targets
-from gramx.losses import build_objective, describe_loss
+from gramx.objective import build_objective, describe_loss, loss_type
 from gramx.model import GramxModel
 from gramx.optim import Precision, build_optimizer, build_scheduler
 from gramx.progress import progress
-from gramx.run_log import RUN, RunLog
+from gramx.run_log import RUN, RunLog, TrainWindow
 
 __all__ = ["train", "Trainer", "latest_checkpoint"]
 
 log = logging.getLogger("gramx.train")
-
-
-class _Window:
-    """Training figures summed between two log records."""
-
-    def __init__(self):
-        self.loss, self.batches, self.samples = 0.0, 0, 0
-        self.parts: Counter = Counter()
-        self.computed: Counter = Counter()
-        self.started = time.perf_counter()
-
-    def add(self, loss: float, parts: dict[str, float], samples: int) -> None:
-        self.loss += loss
-        self.batches += 1
-        self.samples += samples
-        self.parts.update(parts)
-        self.computed.update(parts.keys())
 
 
 class Trainer:
@@ -134,6 +117,7 @@ class Trainer:
         self._seed()  # the same initial weights on every process
         self.model = self.build_model(cfg).to(self.device)
         self.objective = build_objective(cfg.loss, list(cfg.modalities), cfg.dim).to(self.device)
+        self.model.config.score = loss_type(cfg.loss.type).score  # what the model's space is scored by
         self._seed(self.ctx.rank)  # training randomness (dropout, augmentation) differs per process
 
         mods = {n: (self.model.modalities[n], self.model.modality_configs[n]) for n in self.model.names}
@@ -220,7 +204,8 @@ class Trainer:
         with self.precision.autocast():
             feats = self.ddp(batch["inputs"], batch["masks"], cached)
         feats = {k: v.float() for k, v in feats.items()}
-        return self.objective.global_loss(feats, batch["masks"], seed=(self.config.optim.seed, self.step, self.micro))
+        return self.objective.global_loss(feats, batch["masks"], seed=(self.config.optim.seed, self.step, self.micro),
+                                          step=self.step, local=self.config.loss.local)
 
     def run(self) -> Path:
         """Train until ``total_steps``, validating and checkpointing on schedule; returns the model directory."""
@@ -239,7 +224,7 @@ class Trainer:
             bar = progress(total=self.total_steps, initial=self.step, desc="train", unit="step")
         self.model.train()
         acc = cfg.optim.accumulate
-        window = _Window()
+        window = TrainWindow()
         while self.step < self.total_steps:
             for batch in self.loader():
                 check_errors(batch, cfg.data.on_error, self.errors)
@@ -249,8 +234,9 @@ class Trainer:
                     loss, parts, _ = self.forward_loss(batch)
                     self.precision.backward(loss * self.ctx.world_size / acc)
                 self.micro += 1
-                self.skipped_terms.update(set(self.objective.term_names) - set(parts))
-                window.add(float(loss.detach()), parts, int(batch["index"].numel()))
+                missed = set(self.objective.active_terms(self.step)) - set(parts)
+                self.skipped_terms.update(missed)
+                window.add(float(loss.detach()), parts, int(batch["index"].numel()), missed)
                 if not last_micro:
                     continue
                 self._optimizer_step()
@@ -258,7 +244,7 @@ class Trainer:
                 end_of_epoch = self.micro >= self.micro_per_epoch
                 if self.step % cfg.logging.every == 0 or self.step == self.total_steps:
                     self._log_train(window, bar)
-                    window = _Window()
+                    window = TrainWindow()
                 if bar is not None:
                     bar.update(1)
                 done = self.step >= self.total_steps
@@ -282,7 +268,7 @@ class Trainer:
         return self.finish()
 
     def _optimizer_step(self) -> None:
-        gdist.average_gradients(self.objective.parameters(), self.ctx.world_size)
+        gdist.average_gradients(self.objective.parameters(), self.ctx.world_size, local=self.config.loss.local)
         optimizer = self.parts.optimizer
         params = [p for g in optimizer.param_groups for p in g["params"]]
         self.precision.step(optimizer, params, self.config.optim.grad_clip)
@@ -291,7 +277,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ logging + eval
 
-    def _log_train(self, window: _Window, bar) -> None:
+    def _log_train(self, window: TrainWindow, bar) -> None:
         elapsed = max(1e-9, time.perf_counter() - window.started)
         rows = gdist.sum_scalar(window.samples, self.device)
         record = {
@@ -300,10 +286,8 @@ class Trainer:
             "lr": self.parts.scheduler.get_last_lr()[0], "temperature": self.objective.temperature,
             "samples_per_s": rows / elapsed,
         }
-        skipped = {k: window.batches - window.computed[k] for k in self.objective.term_names
-                   if window.computed[k] < window.batches}
-        if skipped:
-            record["batches_without"] = skipped  # term -> batches in which it had nothing to contrast
+        if window.missed:
+            record["batches_without"] = dict(window.missed)  # term -> batches in which it had nothing to contrast
         self.log.record(record)
         self.log.scalars("train", {k: v for k, v in record.items() if isinstance(v, float)}, self.step)
         if bar is not None:

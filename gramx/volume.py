@@ -213,6 +213,7 @@ class VolumeIndex:
     volume: torch.Tensor
     score_dtype: torch.dtype | None = None
     _score_basis: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
+    higher_is_better = False
 
     @classmethod
     def build(
@@ -310,6 +311,10 @@ class VolumeIndex:
             for s in starts:
                 out[:, s : s + step] = self._chunk_volumes(q, q_norm2, s, min(s + step, len(self)), False).T
             return out
+
+    def scores(self, queries: torch.Tensor, block_elements: int | None = None) -> torch.Tensor:
+        """The volumes as scores (smaller is better), like the other indexes of :mod:`gramx.similarity`."""
+        return self.volumes(queries, block_elements)
 
     @torch.no_grad()
     def search(

@@ -18,7 +18,7 @@ def global_batch_grads(config_path: str, rows: list[int], world: int) -> dict[st
     from gramx.config import load_config
     from gramx.data import Collator, ManifestDataset, read_manifest
     from gramx.model import GramxModel
-    from gramx.losses import build_objective
+    from gramx.objective import build_objective
 
     config = load_config(config_path)
     torch.manual_seed(0)
@@ -34,9 +34,10 @@ def global_batch_grads(config_path: str, rows: list[int], world: int) -> dict[st
 
         net = DistributedDataParallel(model, find_unused_parameters=True)
     feats = net(batch["inputs"], batch["masks"])
-    loss, _, n = objective.global_loss(feats, batch["masks"], seed=(0, 0, 0))
+    local = config.loss.local
+    loss, _, n = objective.global_loss(feats, batch["masks"], seed=(0, 0, 0), local=local)
     (loss * world).backward()
-    gdist.average_gradients(objective.parameters(), world)
+    gdist.average_gradients(objective.parameters(), world, local=local)
     grads = {f"model.{k}": p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
     grads.update({f"objective.{k}": p.grad.clone() for k, p in objective.named_parameters() if p.grad is not None})
     grads["rows"] = torch.tensor([n])
@@ -70,4 +71,27 @@ def worker(rank: int, world: int, port: int, config_path: str, out: str) -> None
     if rank == 0:
         with open(os.path.join(out, "ddp_train.json"), "w") as f:
             json.dump({"model": str(model_dir)}, f)
+    gdist.cleanup()
+
+
+def local_loss_worker(rank: int, world: int, port: int, config_paths: list[str], out: str) -> None:
+    """One process of a local-loss run: the gradients of each config's loss on its share of rows 0..7."""
+    sys.path.insert(0, str(HERE))
+    import fixture_modalities
+
+    fixture_modalities.install()
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    from safetensors.torch import save_file
+
+    from gramx import distributed as gdist
+
+    gdist.init_distributed("cpu")
+    split = [list(range(0, 3)), list(range(3, 8))]  # unequal shares on purpose
+    for path in config_paths:
+        grads = global_batch_grads(path, split[rank], world)
+        if rank == 0:
+            name = Path(path).stem
+            save_file({k: v.contiguous() for k, v in grads.items()}, os.path.join(out, f"{name}.grads.safetensors"))
     gdist.cleanup()

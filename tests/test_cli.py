@@ -48,7 +48,8 @@ def test_eval_json_is_the_contract_report(trained, capsys):
                  "--classes", str(trained / "classes.txt"), "--template", "the digit {}"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
-    assert set(report) == {"tuples", "retrieval", "nway", "nway_cosine", "zeroshot"}
+    assert set(report) == {"tuples", "score", "retrieval", "nway", "nway_cosine", "zeroshot"}
+    assert report["score"] == "volume"  # the run trained the GRAM loss
     assert report["tuples"] == 12
     names = ["point", "text", "vector"]
     assert set(report["retrieval"]) == {f"{a}->{b}" for a in names for b in names if a != b}

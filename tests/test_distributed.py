@@ -8,7 +8,7 @@ import socket
 import torch
 import torch.multiprocessing as mp
 import yaml
-from fixture_ddp import global_batch_grads, worker
+from fixture_ddp import global_batch_grads, local_loss_worker, worker
 from fixture_modalities import fixture_plugins, run_config  # noqa: F401
 from safetensors.torch import load_file
 
@@ -24,8 +24,8 @@ def free_port() -> int:
 def test_gather_features_without_process_group_is_identity():
     feats = {"a": torch.randn(3, 4, requires_grad=True)}
     masks = {"a": torch.tensor([True, False, True])}
-    out_feats, out_masks = gdist.gather_features(feats, masks)
-    assert out_feats["a"] is feats["a"] and out_masks["a"] is masks["a"]
+    out_feats, out_masks, local = gdist.gather_features(feats, masks)
+    assert out_feats["a"] is feats["a"] and out_masks["a"] is masks["a"] and local.all()
 
 
 def test_two_gloo_processes_match_single_process_gradients(tmp_path, fixture_plugins):
@@ -56,3 +56,31 @@ def test_two_gloo_processes_match_single_process_gradients(tmp_path, fixture_plu
     assert steps == [1, 2, 3]
     state = json.loads((run / "checkpoints" / "step-00000003" / "state.json").read_text())
     assert state["world_size"] == 2 and len(state["rng"]) == 2
+
+
+LOCAL_LOSSES = {
+    "gram-dam": {"type": "gram", "anchor": "text", "dam_weight": 0.5, "pairwise_weight": 0.3},
+    "triangle": {"type": "triangle", "anchor": "all"},
+    "symile": {"type": "symile"},
+    "pairwise_all": {"type": "pairwise_all"},
+}
+
+
+def test_the_local_loss_on_two_processes_gives_the_global_gradients(tmp_path, fixture_plugins):
+    """open_clip's local loss: each process its own rows against the global batch; same gradients as one process."""
+    paths = []
+    for name, loss in LOCAL_LOSSES.items():
+        data = run_config(tmp_path, n=16, loss={**loss, "local": True})
+        data["modalities"]["point"] = {"head": {"hidden": 8}}
+        data["data"]["batch_size"] = 8
+        data["device"] = "cpu"
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(data))
+        paths.append(str(path))
+    mp.spawn(local_loss_worker, args=(2, free_port(), paths, str(tmp_path)), nprocs=2, join=True)
+    for name, path in zip(LOCAL_LOSSES, paths):
+        single = global_batch_grads(path, list(range(8)), world=1)
+        multi = load_file(str(tmp_path / f"{name}.grads.safetensors"))
+        assert set(single) == set(multi), name
+        for key, grad in single.items():
+            assert torch.allclose(grad, multi[key], atol=1e-5, rtol=1e-4), (name, key)

@@ -336,3 +336,134 @@ def test_dam_checks_its_inputs(gen):
         dam(batch(["text"], 4, 8, gen, dtype=torch.float32))
     with pytest.raises(ValueError):
         dam(batch(["text", "video"], 1, 8, gen, dtype=torch.float32))
+
+
+# --------------------------------------------------------------------------- TRIANGLE, Symile, regularised GRAM
+
+
+def hand_triangle_loss(feats, anchor, temperature, smoothing, rows):
+    """TRIANGLE's loss from its utils/area.py and model/triangle.py, written out on the given rows."""
+    others = sorted(n for n in feats if n != anchor)
+    t, v, a = (feats[n][rows] for n in (anchor, *others))
+    u = t.unsqueeze(1) - v.unsqueeze(0)
+    w = t.unsqueeze(1) - a.unsqueeze(0)
+    area = ((u ** 2).sum(2) * (w ** 2).sum(2) - (u * w).sum(2) ** 2) / 2
+    logits = -area / temperature
+    return (hand_ce(logits, smoothing) + hand_ce(logits.T, smoothing)) / 2
+
+
+def test_triangle_loss_equals_the_reference_and_drops_incomplete_rows(gen):
+    from gramx.losses import TriangleLoss
+
+    feats = batch(["text", "video", "audio"], 6, 8, gen)
+    loss = TriangleLoss(anchor="text", temperature=0.1, label_smoothing=0.1)
+    torch.testing.assert_close(loss(feats).double(), hand_triangle_loss(feats, "text", 0.1, 0.1, list(range(6))))
+    masks = {"audio": torch.tensor([True, True, False, True, True, True])}
+    torch.testing.assert_close(loss(feats, masks).double(), hand_triangle_loss(feats, "text", 0.1, 0.1, [0, 1, 3, 4, 5]))
+    with pytest.raises(ValueError, match="exactly three modalities"):
+        loss(batch(["text", "video"], 4, 8, gen))
+
+
+def test_symile_loss_equals_the_symile_package(gen):
+    from symile import Symile
+
+    from gramx.losses import SymileLoss
+
+    names = ["a", "b", "c"]
+    feats = batch(names, 7, 12, gen)
+    for negatives in ("n", "n_squared"):
+        torch.manual_seed(3)
+        reference = Symile(negatives)([feats[n] for n in names], 1 / 0.2)
+        torch.manual_seed(3)  # the same permutations, drawn in the same order
+        ours = SymileLoss(temperature=0.2, negatives=negatives)(feats)
+        torch.testing.assert_close(ours, reference, rtol=0, atol=1e-6)
+
+
+def test_symile_masks_equal_dropping_the_missing_modality(gen):
+    from gramx.losses import SymileLoss
+
+    feats = batch(["a", "b", "c"], 6, 8, gen)
+    absent = {"c": torch.zeros(6, dtype=torch.bool)}
+    loss = SymileLoss(temperature=0.1, generator=torch.Generator().manual_seed(0))
+    again = SymileLoss(temperature=0.1, generator=torch.Generator().manual_seed(0))
+    dropped = {n: feats[n] for n in ("a", "b")}
+    torch.testing.assert_close(loss(feats, absent), again(dropped))
+    # two modalities: the multilinear product is the dot product, so Symile is one-way InfoNCE per anchor
+    logits = feats["a"] @ feats["b"].T / 0.1
+    target = torch.arange(6)
+    expected = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    torch.testing.assert_close(SymileLoss(temperature=0.1, negatives="n_squared")(dropped), expected)
+
+
+def test_regularised_volumes_subtract_the_anchors_cosines(gen):
+    from gramx.distances import RegularisedVolume
+    from gramx.losses import anchor_volumes, regularised_volumes
+
+    feats = batch(["text", "video", "audio"], 5, 8, gen)
+    volumes, rows = anchor_volumes(feats, None, "text")
+    regularised, _ = regularised_volumes(feats, None, "text", weight=0.5)
+    cosines = feats["text"] @ feats["video"].T + feats["text"] @ feats["audio"].T
+    torch.testing.assert_close(regularised, volumes - 0.5 * cosines)
+    loss = GramLoss(anchor="text", temperature=0.1, distance=RegularisedVolume(0.5))
+    assert torch.isfinite(loss(feats))
+
+
+@pytest.mark.parametrize("make", ["triangle", "symile", "regularised"])
+def test_new_losses_pass_gradcheck(gen, make):
+    from gramx.distances import RegularisedVolume
+    from gramx.losses import SymileLoss, TriangleLoss
+
+    names = ["text", "video", "audio"]
+    feats = {n: v.requires_grad_(True) for n, v in batch(names, 4, 5, gen).items()}
+    loss = {
+        "triangle": TriangleLoss(temperature=Temperature(0.1, learnable=False)),
+        "symile": SymileLoss(temperature=Temperature(0.1, learnable=False), negatives="n_squared"),
+        "regularised": GramLoss(temperature=Temperature(0.1, learnable=False), label_smoothing=0.0,
+                                distance=RegularisedVolume(0.5)),
+    }[make]
+    assert torch.autograd.gradcheck(lambda *xs: loss(dict(zip(names, xs))).double(), tuple(feats[n] for n in names),
+                                    atol=1e-5, rtol=1e-3)
+
+
+# --------------------------------------------------------------------------- the local loss
+
+
+def _local_split(feats, losses_fn, processes: int):
+    """The sum over processes of each one's local loss, and the gradients of that sum."""
+    b = next(iter(feats.values())).shape[0]
+    owner = torch.arange(b) % processes
+    total = sum(losses_fn(feats, owner == p) for p in range(processes))
+    return total, torch.autograd.grad(total, list(feats.values()))
+
+
+@pytest.mark.parametrize("make", ["gram", "gram all", "triangle", "symile", "symile n_squared", "pairwise",
+                                  "pairwise_all", "dam"])
+def test_local_losses_sum_to_the_global_loss(gen, make):
+    """Each process's terms against the whole batch, summed over processes: the global loss and its gradients."""
+    from gramx.losses import SymileLoss, TriangleLoss
+
+    names = ["text", "video", "audio"]
+    feats = {n: v.requires_grad_(True) for n, v in batch(names, 7, 8, gen).items()}
+    masks = {"audio": torch.tensor([True, True, False, True, True, False, True]),
+             "text": torch.tensor([True] * 6 + [False])}
+    torch.manual_seed(0)
+    loss = {
+        "gram": GramLoss(temperature=0.1), "gram all": GramLoss(anchor="all", temperature=0.1),
+        "triangle": TriangleLoss(temperature=0.1), "symile": SymileLoss(temperature=0.1),
+        "symile n_squared": SymileLoss(temperature=0.1, negatives="n_squared"),
+        "pairwise": PairwiseInfoNCE(temperature=0.1), "pairwise_all": PairwiseInfoNCE(anchor=None, temperature=0.1),
+        "dam": DataAnchorMatching(names, dim=8, hidden=16),
+    }[make]
+
+    def seeded(f, local=None):  # the same negatives (Symile's shuffles, DAM's draws) in every call
+        with torch.random.fork_rng():
+            torch.manual_seed(1)
+            return loss(f, masks, local=local)
+
+    expected = seeded(feats)
+    expected_grads = torch.autograd.grad(expected, list(feats.values()))
+    for processes in (2, 3):
+        total, grads = _local_split(feats, seeded, processes)
+        torch.testing.assert_close(total.double(), expected.double(), rtol=1e-6, atol=1e-7)
+        for g, e in zip(grads, expected_grads):
+            torch.testing.assert_close(g.double(), e.double(), rtol=1e-5, atol=1e-7)

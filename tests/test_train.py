@@ -47,7 +47,7 @@ def test_training_is_deterministic_and_logs(tmp_path, fixture_plugins):
     assert {"loss", "contrastive", "dam", "lr", "temperature", "samples_per_s"} <= set(steps[0])
     vals = [r for r in records if "val" in r]
     assert [r["step"] for r in vals] == [6, 12]  # each epoch end
-    assert set(vals[-1]["val"]) == {"tuples", "retrieval", "nway", "nway_cosine", "zeroshot"}
+    assert set(vals[-1]["val"]) == {"tuples", "score", "retrieval", "nway", "nway_cosine", "zeroshot"}
     assert records[-1]["done"] is True
     assert list((run / "tensorboard").iterdir())
     assert steps[-1]["temperature"] != pytest.approx(0.07, abs=1e-6)  # the temperature is trained
@@ -164,7 +164,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, fixture_p
 
 
 def test_pairwise_term_fixes_the_sign_the_volume_cannot_see(tmp_path, fixture_plugins):
-    from gramx.losses import build_objective
+    from gramx.objective import build_objective
 
     g = torch.Generator().manual_seed(0)
     text = torch.nn.functional.normalize(torch.randn(16, 8, generator=g), dim=-1)

@@ -3,7 +3,8 @@
 Installed, this distribution adds the ``demo`` sub-command through the ``gramx`` entry point
 ``demo = "gramx_demo"`` (hook ``gramx_register_commands``)::
 
-    gramx demo                      # digits: audio + image (+ glyph) + text, GRAM vs pairwise
+    gramx demo                      # digits (GRAM vs pairwise) + objectives (a subset, joint tasks)
+    gramx demo --stage objectives   # TRIANGLE, Symile and pairwise where both modalities are needed
     gramx demo --stage media        # MP4 clips (video + AAC audio) + SRT subtitles + text
     gramx demo --stage shapes       # synthetic 3-D shapes: depth + point cloud + text
     gramx demo --stage all -o runs/demo
@@ -24,12 +25,25 @@ __all__ = ["gramx_register_commands", "add_arguments", "cmd_demo", "__version__"
 
 __version__ = "0.1.0"
 
-STAGES = ("digits", "media", "shapes")
+STAGES = ("digits", "objectives", "media", "shapes")
+DEFAULT_STAGES = "digits,objectives"
+
+
+def stage_list(text: str) -> tuple[str, ...]:
+    """``--stage``: comma-separated stage names, or ``all``."""
+    if text == "all":
+        return STAGES
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [n for n in names if n not in STAGES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown stage {', '.join(unknown) or text!r}; choose from "
+                                         f"{', '.join(STAGES)} or all")
+    return names
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--stage", choices=(*STAGES, "all"), default="digits",
-                        help="what to run: digits (default), media (clips), shapes (3-D) or all")
+    parser.add_argument("--stage", type=stage_list, default=stage_list(DEFAULT_STAGES), metavar="STAGES",
+                        help=f"what to run, comma-separated: {', '.join(STAGES)}, or all (default {DEFAULT_STAGES})")
     parser.add_argument("-o", "--output", type=Path, default=Path("demo-report"),
                         help="report folder (default demo-report/); models and data go to its work/")
     parser.add_argument("--quick", action="store_true",

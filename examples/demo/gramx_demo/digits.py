@@ -165,7 +165,7 @@ def run_digits(opts: DigitsOptions, timings: Timings) -> DigitsResult:
         + ("" if glyph else " (install examples/glyph_plugin to add handwritten glyphs)"))
     from gramx.config import parse_config
     from gramx.model import load_model
-    from gramx.losses import describe_loss
+    from gramx.objective import describe_loss
 
     models = {}
     for i, (label, loss) in enumerate(LOSSES.items(), start=1):

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 __all__ = [
-    "spread_labels", "training_curves", "embedding_map", "volume_histograms", "zeroshot_bars"]
+    "spread_labels", "training_curves", "embedding_map", "volume_histograms", "zeroshot_bars", "objective_bars"]
 
 MARKERS = {"audio": "o", "image": "s", "glyph": "D", "text": "^", "video": "P", "subtitles": "X",
            "depth": "v", "pointcloud": "*"}
@@ -172,4 +172,22 @@ def zeroshot_bars(accuracy: dict[str, dict[str, float]], chance: float, path: Pa
     ax.set_xlabel("modality classified by its nearest class prompt")
     ax.set_title("Zero-shot classification")
     ax.legend(loc="upper center", ncol=len(accuracy) + 1, fontsize=8)
+    return _save(fig, path)
+
+
+def objective_bars(values: dict[str, dict[str, float]], measures: dict[str, str], chance: float, path: Path) -> Path:
+    """One panel per task: each objective's headline measure (percent), with the chance level."""
+    fig, axes = plt.subplots(1, len(values), figsize=(4.6 * len(values), 3.6), squeeze=False)
+    for ax, (task, by_objective) in zip(axes[0], values.items()):
+        names = list(by_objective)
+        bars = ax.bar(range(len(names)), [by_objective[n] for n in names],
+                      color=[plt.get_cmap("tab10")(i) for i in range(len(names))])
+        ax.bar_label(bars, fmt="%.1f", fontsize=8)
+        ax.axhline(chance, color="dimgrey", linestyle="--", linewidth=1, label=f"chance ({chance:g}%)")
+        ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
+        ax.set_ylim(0, 105)
+        ax.set_title(f"{task}: {measures[task]}")
+        ax.legend(loc="upper right", fontsize=8)
+    fig.suptitle("Objectives on tasks that need both modalities at once (test split)")
+    fig.tight_layout()
     return _save(fig, path)

@@ -156,9 +156,33 @@ def _digits_findings(result, zs: dict[str, dict[str, float]]) -> list[str]:
     return lines
 
 
+def _objectives_section(result, out: Path) -> list[str]:
+    lines = [
+        "## 2. Objectives on tasks that need both modalities at once",
+        "",
+        "In the digits data every modality carries the whole label, so pairs suffice. Two tasks built from the "
+        "same recordings and photos need the pair: **composition** (caption \"spoken seven, signed three\": most "
+        "candidate pairs share one digit with the query) and **modular sum** (caption \"sum ends in x + y mod "
+        "10\": it says nothing about either modality alone, so pairwise alignment cannot beat chance). Each "
+        "objective fine-tunes the same pairwise digits space with the same encoders, steps and seed, and each "
+        "model is scored by its own similarity (volume, area, multilinear inner product or cosine), the "
+        "cosine-sum beside it. Test split, percent:",
+        "",
+    ]
+    for task, (rows, header) in result["tables"].items():
+        lines += [f"**{task}**", "", markdown_table(rows, header), ""]
+    lines += [f"![objectives]({_rel(result['figure'], out)})", "",
+              "Only the multilinear inner product (Symile) can express \"the pair's digits sum to x\" as a "
+              "similarity; the volume and the triangle area measure how far the three vectors are from lying "
+              "together, which a sum of two independent digits does not give. The full comparison (every "
+              "objective, three tasks, three seeds) is `python benchmarks/bench_objectives.py`; its table is in "
+              "BENCHMARKS.md.", ""]
+    return lines
+
+
 def _media_section(result, out: Path) -> list[str]:
     lines = [
-        "## 2. Clips: video + audio + subtitles + text (the MSR-VTT recipe)",
+        "## 3. Clips: video + audio + subtitles + text (the MSR-VTT recipe)",
         "",
         f"{result['clips']} short MP4 clips were built from the digits data: the sign photo with a slow zoom "
         f"({result['spec']}), the spoken digit as the AAC audio track, and an SRT file whose cue is the "
@@ -183,7 +207,7 @@ def _media_section(result, out: Path) -> list[str]:
 
 def _shapes_section(result, out: Path) -> list[str]:
     return [
-        "## 3. 3-D shapes: depth map + point cloud + text",
+        "## 4. 3-D shapes: depth map + point cloud + text",
         "",
         f"{result['train']} training and {result['test']} test shapes of {result['classes']} classes were "
         "generated with `gramx-shapes` (open3d primitives with random proportions, rotation and size; a "
@@ -195,12 +219,14 @@ def _shapes_section(result, out: Path) -> list[str]:
     ]
 
 
-def write_report(out: Path, timings: Timings, opts=None, digits=None, media=None, shapes=None,
+def write_report(out: Path, timings: Timings, opts=None, digits=None, objectives=None, media=None, shapes=None,
                  command: str = "gramx demo") -> Path:
     """Write ``out/report.md`` for the stages that ran."""
     lines = [INTRO.format(weight=_mixed_weight()), f"Command: `{command}`", ""]
     if digits is not None:
         lines += _digits_section(digits, out, opts)
+    if objectives is not None:
+        lines += _objectives_section(objectives, out)
     if media is not None:
         lines += _media_section(media, out)
     if shapes is not None:

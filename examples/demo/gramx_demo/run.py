@@ -31,7 +31,7 @@ __all__ = ["REPORT", "run_demo"]
 REPORT = Artefact("gramx demo report", "results.json", "gramx-demo-report")
 
 
-def _write_results(out: Path, timings: Timings, digits, media, shapes) -> Path:
+def _write_results(out: Path, timings: Timings, digits, objectives, media, shapes) -> Path:
     """``results.json``: every metric of the run, for scripts and tests."""
     results: dict = {"format": REPORT.format, "timings": {k: {"wall_s": round(w, 2), "cpu_s": round(c, 2)} for k, (w, c) in timings.steps.items()}}
     if digits is not None:
@@ -41,6 +41,8 @@ def _write_results(out: Path, timings: Timings, digits, media, shapes) -> Path:
             "models": {m: a.report for m, a in digits.analyses.items()},
             "figures": {k: str(v.relative_to(out)) for k, v in digits.figures.items()},
         }
+    if objectives is not None:
+        results["objectives"] = {"results": objectives["results"], "figure": str(objectives["figure"].relative_to(out))}
     if media is not None:
         results["media"] = {"clips": media["clips"], "models": media["reports"]}
     if shapes is not None:
@@ -72,7 +74,7 @@ def run_demo(args: argparse.Namespace) -> int:
     random.seed(args.seed)
     np.random.seed(args.seed)
     _quiet_libraries()
-    stages = ("digits", "media", "shapes") if args.stage == "all" else (args.stage,)
+    stages = args.stage
     data = (args.data or default_data_dir()).resolve()
     if {"digits", "media"} & set(stages) and not (data / "train.jsonl").is_file():
         raise GramxError(f"no digits data at {data} (train.jsonl is missing)",
@@ -93,7 +95,7 @@ def _run_stages(args: argparse.Namespace, stages: tuple[str, ...], data: Path, o
     say(f"gramx demo: stage(s) {', '.join(stages)}; report in {final}"
         + (" (quick run: data subsets, few steps)" if args.quick else ""))
 
-    digits = media = shapes = opts = None
+    digits = objectives = media = shapes = opts = None
     if "digits" in stages:
         from gramx_demo.digits import DigitsOptions, run_digits
 
@@ -105,17 +107,22 @@ def _run_stages(args: argparse.Namespace, stages: tuple[str, ...], data: Path, o
         )
         say("\n=== stage 1: digits (GRAM vs pairwise) ===")
         digits = run_digits(opts, timings)
+    if "objectives" in stages:
+        from gramx_demo.objectives import run_objectives
+
+        say("\n=== stage 2: objectives on tasks that need both modalities (composition, modular sum) ===")
+        objectives = run_objectives(out, timings, quick=args.quick, seed=args.seed, progress=progress)
     if "media" in stages:
         from gramx_demo.media import run_media
 
-        say("\n=== stage 2: clips (video + audio + subtitles + text) ===")
+        say("\n=== stage 3: clips (video + audio + subtitles + text) ===")
         media = run_media(out, data, timings, clips=args.clips,
                           queries=args.query or ["seven", "two"], quick=args.quick, seed=args.seed,
                           progress=progress)
     if "shapes" in stages:
         from gramx_demo.shapes import run_shapes
 
-        say("\n=== stage 3: 3-D shapes (depth + point cloud + text) ===")
+        say("\n=== stage 4: 3-D shapes (depth + point cloud + text) ===")
         shapes = run_shapes(out, timings, quick=args.quick, seed=args.seed, progress=progress)
 
     command = "gramx demo " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["demo"] else "gramx demo"
@@ -126,9 +133,9 @@ def _run_stages(args: argparse.Namespace, stages: tuple[str, ...], data: Path, o
     with_total.steps["other (imports, set-up)"] = (wall - with_total.total()[0], cpu - with_total.total()[1])
     from gramx_demo.report import write_report
 
-    report = write_report(out, with_total, opts=opts, digits=digits, media=media, shapes=shapes,
-                          command=command.strip())
-    _write_results(out, with_total, digits, media, shapes)
+    report = write_report(out, with_total, opts=opts, digits=digits, objectives=objectives, media=media,
+                          shapes=shapes, command=command.strip())
+    _write_results(out, with_total, digits, objectives, media, shapes)
     say("\nTiming (wall s / CPU s of this process)")
     say(format_table([[k, f"{w:.1f}", f"{c:.1f}"] for k, (w, c) in timings.steps.items()],
                      ["step", "wall s", "CPU s"]))
