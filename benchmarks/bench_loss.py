@@ -4,7 +4,9 @@ Both losses get the same batch: B tuples of an anchor (``text``) and 3 other mod
 each ``[B, D]`` L2-normalised. ``GramLoss`` scores every anchor against every tuple with
 the 4-vector Gram volume; ``PairwiseInfoNCE`` scores the anchor against each other modality
 separately (3 similarity matrices). Target: ``GramLoss`` takes <= 1.5x the time of
-``PairwiseInfoNCE``. Peak memory of one forward + backward is measured for each in a fresh
+``PairwiseInfoNCE``. The other objectives of the loss table are timed beside them:
+``TriangleLoss`` on the anchor and the first two others (it needs exactly three modalities)
+and ``SymileLoss`` (O(N) negatives) on all k. Peak memory of one forward + backward is measured for each in a fresh
 process (method in ``_common.py``).
 
     python benchmarks/bench_loss.py                 # B=512, k=4, D=512, fp32
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-from gramx.losses import GramLoss, PairwiseInfoNCE  # noqa: E402
+from gramx.losses import GramLoss, PairwiseInfoNCE, SymileLoss, TriangleLoss  # noqa: E402
 
 SCRIPT = Path(__file__).resolve()
 MODALITIES = ("text", "video", "audio", "subtitles", "depth", "image", "imu", "pointcloud")
@@ -36,10 +38,23 @@ def make_batch(b: int, k: int, d: int, dtype: torch.dtype, device: torch.device,
     return {n: F.normalize(torch.randn(b, d, generator=gen), dim=-1).to(device=device, dtype=dtype) for n in MODALITIES[:k]}
 
 
+class FirstThree(torch.nn.Module):
+    """A loss for exactly three modalities, given the first three of the batch."""
+
+    def __init__(self, loss: torch.nn.Module):
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, feats: dict) -> torch.Tensor:
+        return self.loss({name: feats[name] for name in list(feats)[:3]})
+
+
 def make_losses(device: torch.device) -> dict[str, torch.nn.Module]:
     return {
         "GramLoss": GramLoss(anchor="text", temperature=0.07, label_smoothing=0.1).to(device),
         "PairwiseInfoNCE": PairwiseInfoNCE(anchor="text", temperature=0.07).to(device),
+        "TriangleLoss (3 modalities)": FirstThree(TriangleLoss(anchor="text", temperature=0.07)).to(device),
+        "SymileLoss": SymileLoss(temperature=0.07).to(device),
     }
 
 

@@ -54,6 +54,7 @@ note ""
 
 # ---------------------------------------------------------------- 2. tests
 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_volume_kernel.py tests/test_volume.py \
+    tests/test_similarity.py tests/test_losses.py \
     2>&1 | tee "$WORK/pytest.log"
 note "## tests"
 note ""
@@ -81,6 +82,7 @@ RETRIEVAL="--device $DEVICE --nq $NQ --nc $NC --m 3 --d 512 --naive-slice $SLICE
 bench retrieval-fp32 bench_retrieval.py $RETRIEVAL --memory-nc $MEMORY
 bench retrieval-tf32 bench_retrieval.py $RETRIEVAL --tf32 --memory-nc ""
 bench retrieval-bf16 bench_retrieval.py $RETRIEVAL --dtype bfloat16 --memory-nc ""
+bench scores-fp32 bench_scores.py --device "$DEVICE" --nq $NQ --nc $NC --d 512 --reps 5 --memory-nc ""
 bench loss-fp32 bench_loss.py --device "$DEVICE" --batch $BATCH --k 4 --d 512 --reps 20
 bench loss-bf16 bench_loss.py --device "$DEVICE" --dtype bfloat16 --batch $BATCH --k 4 --d 512 --reps 20
 THROUGHPUT=(--device "$DEVICE" --amp bf16 --epochs $EPOCHS --set data.workers=8)

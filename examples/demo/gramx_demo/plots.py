@@ -175,15 +175,16 @@ def zeroshot_bars(accuracy: dict[str, dict[str, float]], chance: float, path: Pa
     return _save(fig, path)
 
 
-def objective_bars(values: dict[str, dict[str, float]], measures: dict[str, str], chance: float, path: Path) -> Path:
-    """One panel per task: each objective's headline measure (percent), with the chance level."""
+def objective_bars(values: dict[str, dict[str, float]], measures: dict[str, str], chance: dict[str, float],
+                   path: Path) -> Path:
+    """One panel per task: each objective's headline measure (percent), with the task's chance level."""
     fig, axes = plt.subplots(1, len(values), figsize=(4.6 * len(values), 3.6), squeeze=False)
     for ax, (task, by_objective) in zip(axes[0], values.items()):
         names = list(by_objective)
         bars = ax.bar(range(len(names)), [by_objective[n] for n in names],
                       color=[plt.get_cmap("tab10")(i) for i in range(len(names))])
         ax.bar_label(bars, fmt="%.1f", fontsize=8)
-        ax.axhline(chance, color="dimgrey", linestyle="--", linewidth=1, label=f"chance ({chance:g}%)")
+        ax.axhline(chance[task], color="dimgrey", linestyle="--", linewidth=1, label=f"chance ({chance[task]:g}%)")
         ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
         ax.set_ylim(0, 105)
         ax.set_title(f"{task}: {measures[task]}")
