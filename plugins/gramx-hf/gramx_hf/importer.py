@@ -82,7 +82,7 @@ def import_space(source: str | Path, output: str | Path, overwrite: bool = False
     architecture, _ = two_tower(source)
     host = get_host()
     modalities, plugin_configs = {}, {}
-    for name, entry in tower_options(source).items():
+    for name, entry in sorted(tower_options(source).items()):  # as a run builds them
         try:
             modality = host.get_modality(name)
         except PluginError as exc:
