@@ -211,7 +211,8 @@ class RunConfig(Section):
     """A complete training run."""
 
     modalities: dict[str, RunModality] = Field(description="modality name -> options and head")
-    dim: int = Field(256, ge=2, description="dimension of the shared embedding space")
+    dim: int = Field(256, ge=2, description="dimension of the shared embedding space (extend add: the base "
+                     "model's when left out)")
     loss: LossConfig = Field(default_factory=LossConfig)
     data: DataConfig
     optim: OptimConfig = Field(default_factory=OptimConfig)

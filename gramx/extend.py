@@ -27,7 +27,7 @@ from gramx.distributed import resolve_device
 from gramx.embed import embed_manifest
 from gramx.errors import ConfigError, GramxError
 from gramx.model import GramxModel, load_model
-from gramx.model_dir import MODEL_DIR, SavedModality, saved_plugin
+from gramx.model_dir import MODEL_DIR, SavedModality, read_model_config, saved_plugin
 from gramx.train import train
 from gramx.validation import Section, validate
 from gramx.version import __version__
@@ -80,8 +80,11 @@ def add_modalities(base_dir: str | Path, run: RunConfig, resume: bool = False, d
                    overwrite: bool = False) -> Path:
     """Train ``run``'s new modalities against the frozen base model; returns the model directory.
 
-    ``resume`` and ``overwrite`` are :func:`gramx.train.train`'s.
+    A run file without ``dim`` takes the base model's. ``resume`` and ``overwrite`` are
+    :func:`gramx.train.train`'s.
     """
+    if "dim" not in run.model_fields_set:
+        run = run.model_copy(update={"dim": read_model_config(base_dir).dim})
     return train(run, resume=resume, device=device, build_model=partial(grow_model, base_dir), overwrite=overwrite)
 
 

@@ -61,6 +61,7 @@ def test_add_trains_against_the_base_modalities_the_new_data_has(tmp_path, fixtu
     without_vector.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "vector"}) + "\n" for r in rows))
     data["modalities"] = {"text": {}, "point": {}}
     data["data"] = {"train": str(without_vector), "batch_size": 4}
+    del data["dim"]  # the base model's
     data["output"]["dir"] = str(tmp_path / "grown")
     grown = load_model(add_modalities(base_dir, parse_config(data, tmp_path)))
     assert sorted(grown.names) == ["point", "text", "vector"]

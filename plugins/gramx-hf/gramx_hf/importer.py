@@ -93,7 +93,8 @@ def import_space(source: str | Path, output: str | Path, overwrite: bool = False
                                          head=HeadConfig(**entry["head"]))
     config = ModelConfig(
         gramx_version=__version__, dim=feature_dim(_config(source), "text"), modalities=modalities,
-        training={"imported_from": str(source), "architecture": architecture},
+        training={"imported_from": str(source), "architecture": architecture,
+                  "loss": f"the {architecture} checkpoint's own contrastive training (imported, cosine similarity)"},
         lineage=[{"operation": "import", "source": str(source), "architecture": architecture}],
     )
     model = GramxModel(config, plugin_configs)
