@@ -22,9 +22,9 @@ SAMPLES = tuple(str(p) for p in sorted((Path(__file__).parent / "samples").glob(
 
 
 def _processed(wave: torch.Tensor, rate: int, cfg: AudioConfig) -> dict[str, torch.Tensor]:
-    from gramx_hf.towers import feature_extractor
+    from gramx_hf.towers import preprocessor
 
-    extractor = feature_extractor(cfg.model_path)
+    extractor = preprocessor(cfg.model_path, "audio")
     wave = resample(wave, rate, extractor.sampling_rate)
     inputs = extractor(wave.numpy(), sampling_rate=extractor.sampling_rate, return_tensors="pt")
     return {key: value[0] for key, value in inputs.items()}

@@ -24,7 +24,7 @@ from torch import nn
 from gramx.errors import ConfigError
 
 __all__ = ["TwoTower", "ARCHITECTURES", "SUPPORTED", "architecture", "two_tower", "load_pretrained",
-           "image_processor", "feature_extractor", "feature_dim", "TowerEncoder"]
+           "preprocessor", "feature_dim", "TowerEncoder"]
 
 
 @dataclass(frozen=True)
@@ -95,27 +95,17 @@ def load_pretrained(path: str | Path) -> nn.Module:
 
 
 @functools.lru_cache(maxsize=None)
-def image_processor(path: str) -> Any:
-    """The image processor saved in a folder, loaded once per process."""
-    from transformers import AutoImageProcessor
+def preprocessor(path: str, modality: str) -> Any:
+    """The image processor (``image``) or audio feature extractor (``audio``) saved in a folder, loaded once."""
+    import transformers
 
+    auto = transformers.AutoImageProcessor if modality == "image" else transformers.AutoFeatureExtractor
     try:
-        return AutoImageProcessor.from_pretrained(path, local_files_only=True)
+        return auto.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: no image processor ({exc})",
-                          hint="the folder needs preprocessor_config.json (or processor_config.json)") from exc
-
-
-@functools.lru_cache(maxsize=None)
-def feature_extractor(path: str) -> Any:
-    """The audio feature extractor saved in a folder, loaded once per process."""
-    from transformers import AutoFeatureExtractor
-
-    try:
-        return AutoFeatureExtractor.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: no audio feature extractor ({exc})",
-                          hint="the folder needs preprocessor_config.json (or processor_config.json)") from exc
+        raise ConfigError(f"{path}: no {'image processor' if modality == 'image' else 'audio feature extractor'} "
+                          f"({exc})", hint="the folder needs preprocessor_config.json (or processor_config.json)"
+                          ) from exc
 
 
 def feature_dim(config: Any, modality: str) -> int:

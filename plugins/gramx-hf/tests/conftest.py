@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 from PIL import Image
 
 from gramx_hf import import_space
@@ -17,12 +16,8 @@ TEXTS = ["a photo of a cat", "the sound of rain", "seven", "a red car drives by 
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: fast and stable on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def single_thread(one_thread):
+    """Every test here runs tiny models: torch on one thread (the repository's ``one_thread`` fixture)."""
 
 
 @pytest.fixture(scope="session")

@@ -43,9 +43,10 @@ def load_image(value: str | os.PathLike, cfg: ImageConfig) -> torch.Tensor:
     the pixel values instead (as the checkpoint expects them).
     """
     if cfg.preprocess == "processor":
-        from gramx_hf.towers import image_processor
+        from gramx_hf.towers import preprocessor
 
-        return image_processor(cfg.model_path)(images=open_image(value), return_tensors="pt")["pixel_values"][0]
+        processor = preprocessor(cfg.model_path, "image")
+        return processor(images=open_image(value), return_tensors="pt")["pixel_values"][0]
     return to_tensor(read_image(value, cfg.size), cfg.mean, cfg.std)
 
 
