@@ -5,13 +5,15 @@ plugin's guide are run command by command in a fresh copy of the repository's fi
 clone holds) in a temporary folder. Only the budget is cut (``--set optim.max_steps=2``, a
 bridge of 10 steps, 5 shapes per class) and downloads (``hf download``) are left to the
 user: tiny random checkpoints stand in for CLIP and CLAP. Paths, file names and the order of
-the commands are the guides' own.
+the commands are the guides' own. The "Start from CLIP" commands run in the test's own
+process, so that they share one start-up.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -96,8 +98,20 @@ def test_glyph_plugin_guide(checkout):
     assert (checkout / "runs" / "glyph" / "run" / "model" / "config.json").is_file()
 
 
+def run_here(checkout: Path, command: str) -> None:
+    """Run a ``gramx`` or ``gramx-shapes`` command in this process, in ``checkout``: the guide's
+    commands then share one start-up (importing transformers costs seconds per process)."""
+    from gramx_pointcloud.shapes import main as shapes
+
+    from gramx.cli import main as gramx
+
+    argv = shlex.split(command)
+    entry = {"gramx": lambda args: gramx(["--debug", *args]), "gramx-shapes": shapes}[argv[0]]
+    assert entry(argv[1:]) == 0, command
+
+
 @pytest.mark.slow
-def test_readme_start_from_clip(checkout):
+def test_readme_start_from_clip(checkout, monkeypatch, one_thread):
     from gramx_hf.testing import save_tiny_clap, save_tiny_clip
 
     save_tiny_clip(checkout / "models" / "clip")  # stand-ins for the downloaded checkpoints
@@ -106,8 +120,9 @@ def test_readme_start_from_clip(checkout):
     steps = [with_budget(c) for block in blocks(readme, "Start from CLIP", "bash") for c in commands(block)]
     assert any(s.startswith("gramx import models/clap") for s in steps)
     assert any(s.startswith("gramx extend bridge examples/bridge-clap-clip.yaml") for s in steps)
+    monkeypatch.chdir(checkout)
     for command in steps:
-        run(checkout, command)
-    for model in ("clip", "clip-depth", "clip-clap"):
+        run_here(checkout, command)
+    for model in ("clip", "clip-depth", "clip-clap", "digits-a-lora"):
         assert (checkout / "runs" / model / "model" / "config.json").is_file()
     assert (checkout / "shared" / "clip-clap" / "pretrained").is_dir()

@@ -23,7 +23,7 @@ from gramx.model_dir import MODEL_DIR, ModelConfig, SavedModality, saved_plugin
 from gramx.plugins import get_host
 from gramx.validation import validate
 from gramx.version import __version__
-from gramx_hf.towers import ARCHITECTURES, feature_dim, preprocessor, two_tower
+from gramx_hf.towers import ARCHITECTURES, feature_dim, two_tower
 
 __all__ = ["PLUGINS", "tower_options", "import_space", "add_import_command"]
 
@@ -60,7 +60,6 @@ def tower_options(source: str | Path) -> dict[str, dict[str, Any]]:
         "image": {"encoder": "hf", "model_path": path, "output": "projected", "preprocess": "processor",
                   "freeze": True, "augment": False},
         "audio": {"encoder": "hf", "model_path": path, "output": "projected", "features": "processor",
-                  "sample_rate": int(preprocessor(path, "audio").sampling_rate) if "audio" in spec.towers else 16000,
                   "freeze": True},
     }
     return {name: {"options": options[name], "head": {"identity": True}} for name in spec.towers}
