@@ -73,7 +73,8 @@ def two_tower(path: str | Path, modality: str | None = None) -> tuple[str, TwoTo
                           "architecture)")
     spec = ARCHITECTURES[name]
     if modality is not None and modality not in spec.towers:
-        raise ConfigError(f"{path} holds a {name}, whose towers encode {' and '.join(spec.modalities)}, not {modality}")
+        raise ConfigError(f"{path} holds a {name}, whose towers encode {' and '.join(spec.modalities)}, not {modality}",
+                          hint=f"give {modality} a checkpoint with a {modality} tower, or the default output: pooled")
     return name, spec
 
 
