@@ -52,6 +52,11 @@ def grow_model(base_dir: str | Path, run: RunConfig) -> GramxModel:
     if run.dim != base.dim:
         raise ConfigError(f"the run's dim is {run.dim} but the base model's space has {base.dim} dimensions",
                           hint=f"set dim: {base.dim}")
+    tuned = sorted(n for n, entry in run.modalities.items() if n in base.names and entry.lora is not None)
+    if tuned:
+        raise ConfigError(f"extend add keeps the base model's modalities frozen: {', '.join(tuned)} cannot get LoRA "
+                          "adapters here", hint="give lora to the new modalities only, or train the adapters with "
+                          "`gramx train` (gramx_hf.tower_options gives an imported space's options)")
     new = sorted(n for n in run.modalities if n not in base.names)
     if not new:
         raise ConfigError(f"the run adds no modality: the base model already has {', '.join(base.names)}")

@@ -77,6 +77,10 @@ def test_add_needs_a_new_modality_and_the_same_dim(tmp_path, fixture_plugins):
     data["dim"] = 16
     with pytest.raises(ConfigError, match="dim"):
         add_modalities(base_dir, parse_config({**data, "output": {"dir": str(tmp_path / "y")}}, tmp_path))
+    data["dim"] = 8
+    data["modalities"]["text"] = {"lora": {"r": 2}}
+    with pytest.raises(ConfigError, match="keeps the base model's modalities frozen: text cannot get LoRA"):
+        add_modalities(base_dir, parse_config({**data, "output": {"dir": str(tmp_path / "z")}}, tmp_path))
 
 
 def test_bridge_joins_two_spaces_and_round_trips(tmp_path, fixture_plugins):
