@@ -47,21 +47,32 @@ def audio_to_image(model_dir: Path) -> dict[str, float]:
     return {"P@1": scores["R@1"], "mAP": scores["mAP"]}
 
 
-def main() -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(doc: str, default_out: str) -> tuple[Path, bool]:
+    """The output folder and ``--quick`` of an extension benchmark's command line."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny budgets (smoke test)")
-    parser.add_argument("--out", type=Path, default=Path("runs/bench-extend"))
+    parser.add_argument("--out", type=Path, default=Path(default_out))
     args = parser.parse_args()
-    out, quick = args.out.resolve(), args.quick
-    timings, results = {}, {}
+    return args.out.resolve(), args.quick
+
+
+def timer(timings: dict, prefix: str = ""):
+    """``timed(label, fn)``: call ``fn``, record and print its wall time under ``label``."""
 
     def timed(label, fn):
         start = time.perf_counter()
         value = fn()
         timings[label] = round(time.perf_counter() - start, 1)
-        print(f"{label}: {timings[label]} s", flush=True)
+        print(f"{prefix}{label}: {timings[label]} s", flush=True)
         return value
 
+    return timed
+
+
+def main() -> dict:
+    out, quick = arguments(__doc__, "runs/bench-extend")
+    timings, results = {}, {}
+    timed = timer(timings)
     space_a = timed("train space A (text, image)", lambda: train(
         load_config(EXAMPLES / "digits-space-a.yaml", _run("space-a", out, quick))))
     space_b = timed("train space B (text, audio)", lambda: train(

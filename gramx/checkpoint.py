@@ -3,7 +3,8 @@
 ::
 
     checkpoints/step-00000120/
-      config.json, model.safetensors, README.md   a model directory (gramx.load_model reads it)
+      config.json, model.safetensors, README.md   a model directory (gramx.load_model reads it;
+                              frozen pretrained weights by reference, see gramx.pretrained)
       objective.safetensors   the loss's own parameters (temperatures, the DAM head)
       optimizer.safetensors   the optimizer's tensors (the rest of its state is in state.json)
       rng.safetensors         every process's torch RNG states
@@ -31,7 +32,7 @@ from torch import nn
 
 from gramx.atomic import Artefact, atomic_directory
 from gramx.errors import GramxError
-from gramx.model_dir import state_for_saving, write_model_files
+from gramx.model_dir import state_for_saving
 
 __all__ = ["TrainingParts", "rng_state", "set_rng_state", "write_checkpoint", "restore_checkpoint",
            "list_checkpoints", "latest_checkpoint", "prune_checkpoints"]
@@ -114,7 +115,7 @@ def write_checkpoint(path: Path, parts: TrainingParts, progress: dict[str, Any],
         "rng": [meta for meta, _ in rng],
     }
     with atomic_directory(path, CHECKPOINT) as tmp:
-        write_model_files(tmp, parts.model.config, parts.model)
+        parts.model.write_files(tmp)
         save_file(state_for_saving(parts.objective), str(tmp / "objective.safetensors"))
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         save_file(rng_tensors, str(tmp / "rng.safetensors"))
@@ -131,7 +132,7 @@ def restore_checkpoint(path: Path, parts: TrainingParts, rank: int, world_size: 
             f"{path} was written by {state['world_size']} processes, this run has {world_size}",
             hint="resume with the same number of processes",
         )
-    parts.model.load_state_dict(load_file(str(path / "model.safetensors"), device=str(device)), strict=True)
+    parts.model.load_weights(path)
     parts.objective.load_state_dict(load_file(str(path / "objective.safetensors"), device=str(device)), strict=True)
     parts.optimizer.load_state_dict(
         _optimizer_from_safe(load_file(str(path / "optimizer.safetensors")), state["optimizer"]))

@@ -24,6 +24,7 @@ from gramx.evaluate import evaluate
 from gramx.extend import add_modalities, bridge_spaces, load_bridge_config
 from gramx.index import INDEX, EmbeddingIndex, save_embeddings
 from gramx.model import load_model
+from gramx.model_dir import MODEL_DIR
 from gramx.plugins import get_host, get_modality
 from gramx.reference import render as render_reference
 from gramx.testing import check_modality
@@ -110,6 +111,14 @@ def cmd_extend_bridge(args: argparse.Namespace) -> int:
     overrides = list(args.set or []) + ([f"device={args.device}"] if args.device else [])
     path = bridge_spaces(load_bridge_config(args.config, overrides), overwrite=args.overwrite)
     print(f"model written to {path}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a self-contained copy of a model directory, for sharing."""
+    check_output(args.output, MODEL_DIR, args.overwrite)  # before loading the model
+    path = load_model(args.model).save_pretrained(args.output, overwrite=args.overwrite, self_contained=True)
+    print(f"self-contained model written to {path}")
     return 0
 
 
@@ -220,6 +229,7 @@ examples:
   gramx embed runs/digits/model examples/data/digits/test.jsonl -o runs/digits/index
   gramx search runs/digits/model --index runs/digits/index --query "seven" --modality audio,image
   gramx extend add runs/digits-a/model examples/extend-add-audio.yaml
+  gramx export runs/digits/model -o shared/digits   a copy that carries its pretrained folders
   gramx config reference                              every key of a run file
 
 Relative paths in a run or bridge file resolve against that file's folder; paths typed on the
@@ -286,6 +296,14 @@ def build_parser() -> argparse.ArgumentParser:
     bridge = command(extend, "bridge", "bridge a leaf space into a base space", cmd_extend_bridge)
     bridge.add_argument("config", metavar="BRIDGE.yaml", help="bridge configuration")
     run_file_options(bridge)
+
+    export = command(commands, "export", "write a self-contained copy of a model directory (for sharing)",
+                     cmd_export)
+    export.add_argument("model", metavar="MODEL", help="model directory")
+    export.add_argument("-o", "--output", required=True, type=Path, help="the copy to write: frozen pretrained "
+                        "folders the model references are copied into it")
+    export.add_argument("--overwrite", action="store_true", help="replace the output even if it is not a model "
+                        "directory (default: refuse)")
 
     config = group("config", "run configuration: reference, schema and resolved view")
     command(config, "reference", "print every key of run and bridge files (Markdown)", cmd_config_reference)

@@ -38,6 +38,7 @@ from gramx.validation import Section, validate
 
 __all__ = [
     "HeadConfig",
+    "LoraConfig",
     "RunModality",
     "LossConfig",
     "DataConfig",
@@ -67,6 +68,34 @@ class HeadConfig(Section):
     in_dim: int | None = Field(
         None, ge=1, description="encoder feature size; only needed when the encoder lacks `feature_dim`"
     )
+    identity: bool = Field(
+        False, description="no head: the encoder's features are already in the shared space (e.g. an imported "
+        "CLIP tower, whose features are its own projection); they must have `dim` features"
+    )
+
+    @model_validator(mode="after")
+    def _check_identity(self) -> "HeadConfig":
+        if self.identity and self.hidden:
+            raise ValueError("an identity head has no hidden layer: set hidden to 0 or identity to false")
+        return self
+
+
+class LoraConfig(Section):
+    """Low-rank adapters (LoRA) on an encoder's pretrained weights, which then stay frozen.
+
+    Needs a plugin that adds adapters (gramx-hf, through peft) and an encoder that names its
+    pretrained weights (the transformers encoders of the built-in plugins do).
+    """
+
+    r: int = Field(8, ge=1, description="rank of the adapters")
+    alpha: float = Field(16.0, gt=0, description="scaling: the update is alpha / r times the low-rank product")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapters' input in training")
+    target_modules: list[str] = Field(
+        ["q_proj", "v_proj", "query", "value"], min_length=1,
+        description="names (last part of the module path) of the layers that get adapters; the default "
+        "takes the attention query and value projections of CLIP, SigLIP, CLAP, BERT, ViT and wav2vec2 "
+        "models",
+    )
 
 
 class RunModality(Section):
@@ -76,6 +105,9 @@ class RunModality(Section):
         default_factory=dict, description="options of the modality's plugin, checked by its own config class"
     )
     head: HeadConfig = Field(default_factory=HeadConfig)
+    lora: LoraConfig | None = Field(
+        None, description="train low-rank adapters (LoRA) on the encoder's frozen pretrained weights; None = off"
+    )
     cache: bool = Field(
         True,
         description="when the encoder has no trainable parameters, compute its features once per "
@@ -199,7 +231,8 @@ class RunConfig(Section):
     """A complete training run."""
 
     modalities: dict[str, RunModality] = Field(description="modality name -> options and head")
-    dim: int = Field(256, ge=2, description="dimension of the shared embedding space")
+    dim: int = Field(256, ge=2, description="dimension of the shared embedding space (extend add: the base "
+                     "model's when left out)")
     init: Path | None = Field(
         None, description="a gramx model directory whose weights start the run (fine-tuning; everything "
         "trains): its modalities, their options and heads, and dim must be the run's. None = from scratch"

@@ -221,7 +221,9 @@ def prepare_training_inputs(model: GramxModel, manifest: Manifest, config: RunCo
     preloaded: dict[str, dict] = {}
     failed: dict[str, dict] = {}
     for name in model.names:
-        entry = config.modalities[name]
+        entry = config.modalities.get(name)
+        if entry is None:  # a modality of an extended model that this run does not train against
+            continue
         values = [probe.value(r, name) for r in manifest.rows if r.values.get(name) is not None]
         if entry.cache and model.frozen(name):
             cache.build(model, name, values, config.eval.batch_size, config.data.workers, device)

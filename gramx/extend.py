@@ -27,7 +27,7 @@ from gramx.distributed import resolve_device
 from gramx.embed import embed_manifest
 from gramx.errors import ConfigError, GramxError
 from gramx.model import GramxModel, load_model
-from gramx.model_dir import MODEL_DIR, SavedModality, saved_plugin
+from gramx.model_dir import MODEL_DIR, SavedModality, read_model_config, saved_plugin
 from gramx.train import train
 from gramx.validation import Section, validate
 from gramx.version import __version__
@@ -52,6 +52,11 @@ def grow_model(base_dir: str | Path, run: RunConfig) -> GramxModel:
     if run.dim != base.dim:
         raise ConfigError(f"the run's dim is {run.dim} but the base model's space has {base.dim} dimensions",
                           hint=f"set dim: {base.dim}")
+    tuned = sorted(n for n, entry in run.modalities.items() if n in base.names and entry.lora is not None)
+    if tuned:
+        raise ConfigError(f"extend add keeps the base model's modalities frozen: {', '.join(tuned)} cannot get LoRA "
+                          "adapters here", hint="give lora to the new modalities only, or train the adapters with "
+                          "`gramx train` (gramx_hf.tower_options gives an imported space's options)")
     new = sorted(n for n in run.modalities if n not in base.names)
     if not new:
         raise ConfigError(f"the run adds no modality: the base model already has {', '.join(base.names)}")
@@ -80,8 +85,11 @@ def add_modalities(base_dir: str | Path, run: RunConfig, resume: bool = False, d
                    overwrite: bool = False) -> Path:
     """Train ``run``'s new modalities against the frozen base model; returns the model directory.
 
-    ``resume`` and ``overwrite`` are :func:`gramx.train.train`'s.
+    A run file without ``dim`` takes the base model's. ``resume`` and ``overwrite`` are
+    :func:`gramx.train.train`'s.
     """
+    if "dim" not in run.model_fields_set:
+        run = run.model_copy(update={"dim": read_model_config(base_dir).dim})
     return train(run, resume=resume, device=device, build_model=partial(grow_model, base_dir), overwrite=overwrite)
 
 

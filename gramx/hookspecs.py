@@ -72,3 +72,25 @@ def gramx_register_commands(subparsers):
 
     .. versionadded:: 0.1
     """
+
+
+@hookspec(firstresult=True)
+def gramx_add_lora(modality, encoder, lora):
+    """Add trainable low-rank adapters (LoRA) to an encoder's pretrained weights.
+
+    Called when a model is built, right after ``build_encoder``, for each modality whose run
+    file (or saved model) gives ``lora``. The encoder names its pretrained weights with its
+    ``pretrained_weights`` attribute (``{state-dict prefix: folder}``, see
+    :mod:`gramx.pretrained`); the adapters go into the layers of those weights named by
+    ``lora.target_modules``, and the pretrained weights themselves stop requiring gradients.
+    The first implementation that returns an encoder wins; gramx-hf implements it with peft.
+
+    :param modality: the modality's name (for messages).
+    :param encoder: the ``nn.Module`` the modality's ``build_encoder`` returned.
+    :param lora: a :class:`gramx.config.LoraConfig` (``r``, ``alpha``, ``dropout``,
+        ``target_modules``).
+    :return: the encoder with adapters (usually the same object, changed in place), or
+        ``None`` to leave it to another plugin.
+
+    .. versionadded:: 0.1
+    """

@@ -52,7 +52,10 @@ class Modality:
     - ``load(value, cfg)``: one manifest value (usually a path) -> one sample (a tensor or a
       dict of tensors); raises :class:`gramx.LoadError` naming the input on bad data.
     - ``build_encoder(cfg)``: -> ``nn.Module`` mapping a batch to ``[B, feature_dim]``.
-      Encoders should expose an int attribute ``feature_dim``.
+      Encoders should expose an int attribute ``feature_dim``. One whose weights come from a
+      pretrained folder may say so with ``pretrained_weights = {state-dict prefix: folder}``:
+      gramx then stores them by reference while frozen, and LoRA can adapt them
+      (:mod:`gramx.pretrained`).
     - ``config``: a pydantic model class with the modality's options; its defaults must validate.
     - ``collate(samples, cfg)``: list of samples -> batch; by default tensors are stacked.
     - ``description``: one line for ``gramx plugins list``.

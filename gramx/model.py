@@ -3,10 +3,12 @@
 Every modality is handled by the same loop: ``encoders[name]`` (built by the modality's
 plugin) maps a batch to ``[B, feature_dim]`` and ``heads[name]`` projects that into the
 shared, L2-normalised space of dimension ``dim``. A bridged modality (:mod:`gramx.bridge`)
-is embedded in the space it was trained in, then mapped by ``bridges[name]``.
-:meth:`GramxModel.save_pretrained` and :func:`load_model` write and read model directories
-(:mod:`gramx.model_dir`); loading rebuilds each encoder through its plugin and loads the
-weights with ``strict=True``.
+is embedded in the space it was trained in, then mapped by ``bridges[name]``. A modality
+with ``lora`` gets low-rank adapters on its encoder's pretrained weights (hook
+``gramx_add_lora``). :meth:`GramxModel.save_pretrained` and :func:`load_model` write and
+read model directories (:mod:`gramx.model_dir`); frozen pretrained weights are stored by
+reference (:mod:`gramx.pretrained`). Loading rebuilds each encoder through its plugin and
+loads the weights strictly: every key the model has, except those a checked reference covers.
 """
 
 from __future__ import annotations
@@ -34,8 +36,11 @@ from gramx.model_dir import (
     read_weights,
     save_model_dir,
     saved_plugin,
+    state_for_saving,
+    write_model_files,
 )
 from gramx.plugins import get_host
+from gramx.pretrained import PretrainedWeights, plan_save, resolve_refs
 from gramx.validation import validate
 from gramx.version import __version__
 
@@ -43,11 +48,16 @@ __all__ = ["ProjectionHead", "GramxModel", "load_model"]
 
 
 class ProjectionHead(nn.Module):
-    """Linear map (``hidden=0``) or 2-layer MLP from encoder features to the shared space."""
+    """Linear map (``hidden=0``), 2-layer MLP or identity from encoder features to the shared space."""
 
     def __init__(self, in_dim: int, out_dim: int, cfg: HeadConfig):
         super().__init__()
-        if cfg.hidden:
+        if cfg.identity:
+            if in_dim != out_dim:
+                raise ConfigError(f"an identity head needs encoder features of the space's size: the encoder gives "
+                                  f"{in_dim}, the space has {out_dim}", hint="drop head.identity to learn a projection")
+            self.net = nn.Identity()
+        elif cfg.hidden:
             self.net = nn.Sequential(
                 nn.Linear(in_dim, cfg.hidden), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, out_dim)
             )
@@ -106,6 +116,7 @@ class GramxModel(nn.Module):
         self.encoders = nn.ModuleDict()
         self.heads = nn.ModuleDict()
         self.bridges = nn.ModuleDict()
+        self.pretrained: dict[str, PretrainedWeights] = {}
         for name, spec in config.modalities.items():
             modality = _lookup(name, spec)
             cfg = (plugin_configs or {}).get(name)
@@ -114,6 +125,10 @@ class GramxModel(nn.Module):
             encoder = modality.build_encoder(cfg)
             if not isinstance(encoder, nn.Module):
                 raise PluginError(f"modality {name!r}: build_encoder returned {type(encoder).__name__}, not nn.Module")
+            if spec.lora is not None:
+                encoder = get_host().add_lora(name, encoder, spec.lora)
+            self.pretrained[name] = PretrainedWeights(name, encoder)
+            self.pretrained[name].check(spec.pretrained)
             spec.feature_dim = self._feature_dim(name, encoder, spec)
             self.modalities[name] = modality
             self.modality_configs[name] = cfg
@@ -148,9 +163,8 @@ class GramxModel(nn.Module):
     def from_run_config(cls, run: RunConfig) -> GramxModel:
         """A freshly initialised model for a validated :class:`gramx.config.RunConfig`."""
         specs = {
-            name: SavedModality(
-                plugin=saved_plugin(name), config=entry.plugin_config.model_dump(mode="json"), head=entry.head
-            )
+            name: SavedModality(plugin=saved_plugin(name), config=entry.plugin_config.model_dump(mode="json"),
+                                head=entry.head, lora=entry.lora)
             for name, entry in sorted(run.modalities.items())  # the order of YAML keys never matters
         }
         config = ModelConfig(gramx_version=__version__, dim=run.dim, modalities=specs)
@@ -161,13 +175,14 @@ class GramxModel(nn.Module):
 
     def start_from(self, path: str | Path) -> None:
         """Take the weights of the saved model at ``path``, which must have this model's structure."""
-        saved = read_model_config(path)
-        mine = self.config.model_dump(include={"dim", "modalities"}, exclude={"modalities": {"__all__": {"plugin"}}})
-        theirs = saved.model_dump(include={"dim", "modalities"}, exclude={"modalities": {"__all__": {"plugin"}}})
-        if mine != theirs:
+        def structure(config: ModelConfig) -> dict:
+            return config.model_dump(include={"dim", "modalities"},
+                                     exclude={"modalities": {"__all__": {"plugin", "pretrained"}}})
+
+        if structure(read_model_config(path)) != structure(self.config):
             raise ConfigError(f"init: the model at {path} is not this run's model (dim, modalities, their options "
                               "and heads must be the same)", hint="copy those sections from its config.json")
-        self.load_state_dict(read_weights(path, set(self.state_dict())), strict=True)
+        self.load_weights(path)
         self.config.lineage.append({"operation": "init", "from": str(Path(path).resolve())})
 
     @property
@@ -256,6 +271,19 @@ class GramxModel(nn.Module):
 
     # ------------------------------------------------------------------ saving
 
+    def _stored(self, output: Path, self_contained: bool) -> tuple[ModelConfig, dict[str, torch.Tensor], dict]:
+        """What a model directory at ``output`` holds: its config, the weights it stores, the folders it copies."""
+        plan = plan_save(self.encoders, self.pretrained,
+                         {name: spec.config for name, spec in self.config.modalities.items()}, output, self_contained)
+        config = self.config.model_copy(deep=True)
+        for name, spec in config.modalities.items():
+            spec.config, spec.pretrained = plan.configs[name], plan.refs[name]
+        return config, state_for_saving(self, plan.skipped), plan.copies
+
+    def write_files(self, folder: Path) -> None:
+        """Write the model's files into an existing folder (a checkpoint), frozen pretrained weights by reference."""
+        write_model_files(folder, *self._stored(folder, self_contained=False))
+
     def save_pretrained(
         self,
         path: str | Path,
@@ -263,9 +291,12 @@ class GramxModel(nn.Module):
         metrics: Mapping[str, Any] | None = None,
         is_main_process: bool = True,
         overwrite: bool = False,
+        self_contained: bool = False,
     ) -> Path:
         """Write the model directory (``config.json``, weights, card) atomically; returns ``path``.
 
+        Frozen pretrained weights are stored by reference to their folder; ``self_contained``
+        copies those folders into the directory instead, for sharing (:mod:`gramx.pretrained`).
         ``training`` and ``metrics`` replace those records of the config when given. A model
         directory already at ``path`` is replaced; anything else only with ``overwrite``.
         """
@@ -274,14 +305,33 @@ class GramxModel(nn.Module):
             return path
         updates = {k: dict(v) for k, v in (("training", training), ("metrics", metrics)) if v is not None}
         self.config = self.config.model_copy(update=updates)
-        self.source = save_model_dir(path, self.config, self, overwrite).resolve()
+        config, state, copies = self._stored(path, self_contained)
+        self.source = save_model_dir(path, config, state, copies, overwrite).resolve()
         return path
+
+    def load_weights(self, path: str | Path) -> None:
+        """Load the weights of a model directory (or checkpoint) saved from this configuration.
+
+        Every key must be there except the frozen pretrained weights its references cover,
+        which the encoders already loaded from the checked folders.
+        """
+        saved = read_model_config(path).modalities
+        referenced = set()
+        for name, tracker in self.pretrained.items():
+            refs = saved[name].pretrained if name in saved else []
+            tracker.check(refs)
+            referenced |= {f"encoders.{name}.{key}" for key in tracker.referenced(refs)}
+        state = read_weights(path, set(self.state_dict()), device=str(self.device), referenced=referenced)
+        self.load_state_dict(state, strict=False)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device | None = None) -> GramxModel:
-        """Rebuild a saved model through its plugins and load its weights (``strict=True``)."""
-        model = cls(read_model_config(path))
-        model.load_state_dict(read_weights(path, set(model.state_dict())), strict=True)
+        """Rebuild a saved model through its plugins and load its weights (see :meth:`load_weights`)."""
+        config = read_model_config(path)
+        for name, spec in config.modalities.items():
+            spec.pretrained, spec.config = resolve_refs(name, spec.pretrained, spec.config, path)
+        model = cls(config)
+        model.load_weights(path)
         model.source = Path(path).resolve()
         if device is not None:
             model.to(resolve_device(str(device)))

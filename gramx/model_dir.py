@@ -4,9 +4,11 @@
 
     model/
       config.json        dim, and per modality: the plugin that provided it (distribution +
-                         version), its config, the head options and the encoder's feature size
-      model.safetensors  all weights
+                         version), its config, the head and LoRA options, the encoder's
+                         feature size and the pretrained folders its frozen weights come from
+      model.safetensors  every weight not stored by reference (gramx.pretrained)
       README.md          a model card
+      pretrained/        copies of those folders, in a self-contained directory only
 
 :func:`write_model_files` writes the three files into a folder (a checkpoint adds its own
 files beside them); :func:`save_model_dir` writes a whole directory atomically.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -28,9 +31,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from gramx.atomic import Artefact, atomic_directory
-from gramx.config import HeadConfig
+from gramx.config import HeadConfig, LoraConfig
 from gramx.errors import ConfigError, GramxError
 from gramx.plugins import get_host
+from gramx.pretrained import WeightsRef
 from gramx.validation import Section, validate
 
 __all__ = [
@@ -73,7 +77,11 @@ class SavedModality(Section):
     plugin: SavedPlugin = Field(default_factory=SavedPlugin)
     config: dict[str, Any] = Field(default_factory=dict, description="the plugin's config, as JSON")
     head: HeadConfig = Field(default_factory=HeadConfig)
+    lora: LoraConfig | None = Field(None, description="LoRA adapters on the encoder's pretrained weights")
     feature_dim: int | None = None
+    pretrained: list[WeightsRef] = Field(
+        default_factory=list, description="frozen encoder weights stored by reference to a pretrained folder"
+    )
     bridge: dict[str, int] | None = Field(
         None, description="Projector options (gramx.bridge) mapping this modality from the space it was "
         "trained in into this model's space; None for modalities trained in this space"
@@ -103,27 +111,35 @@ def saved_plugin(modality: str) -> SavedPlugin:
     return SavedPlugin(name=record.name, distribution=record.distribution, version=record.version)
 
 
-def state_for_saving(module: nn.Module) -> dict[str, torch.Tensor]:
-    """A state dict safetensors accepts: contiguous CPU tensors, shared storage copied."""
-    return {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
+def state_for_saving(module: nn.Module, skip: set[str] = frozenset()) -> dict[str, torch.Tensor]:
+    """A state dict safetensors accepts (contiguous CPU tensors, shared storage copied), ``skip`` keys left out."""
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items() if k not in skip}
 
 
-def write_model_files(folder: Path, config: ModelConfig, module: nn.Module) -> None:
-    """Write ``config.json``, ``model.safetensors`` (``module``'s weights) and ``README.md`` into ``folder``."""
+def write_model_files(folder: Path, config: ModelConfig, state: Mapping[str, torch.Tensor],
+                      copies: Mapping[str, Path] | None = None) -> None:
+    """Write ``config.json``, ``model.safetensors`` (``state``) and ``README.md`` into ``folder``.
+
+    ``copies`` maps paths inside ``folder`` to pretrained folders copied there (a
+    self-contained directory).
+    """
     (folder / CONFIG_NAME).write_text(config.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    save_file(state_for_saving(module), str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
+    save_file(dict(state), str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
     (folder / CARD_NAME).write_text(model_card(config), encoding="utf-8")
+    for relative, source in (copies or {}).items():
+        shutil.copytree(source, folder / relative, ignore=shutil.ignore_patterns(".*"))
 
 
-def save_model_dir(path: str | Path, config: ModelConfig, module: nn.Module, overwrite: bool = False) -> Path:
-    """Write a complete model directory at ``path`` atomically; returns ``path``.
+def save_model_dir(path: str | Path, config: ModelConfig, state: Mapping[str, torch.Tensor],
+                   copies: Mapping[str, Path] | None = None, overwrite: bool = False) -> Path:
+    """Write a complete model directory at ``path`` atomically (see :func:`write_model_files`); returns ``path``.
 
     An existing model directory there is replaced; anything else only with ``overwrite``
     (see :mod:`gramx.atomic`).
     """
     path = Path(path)
     with atomic_directory(path, MODEL_DIR, overwrite) as tmp:
-        write_model_files(tmp, config, module)
+        write_model_files(tmp, config, state, copies)
     return path
 
 
@@ -140,13 +156,14 @@ def read_model_config(path: str | Path) -> ModelConfig:
     return validate(ModelConfig, raw, str(config_file))
 
 
-def read_weights(path: str | Path, expected: set[str], device: str = "cpu") -> dict[str, torch.Tensor]:
-    """The weights of the model directory ``path``, which must hold exactly the ``expected`` keys."""
+def read_weights(path: str | Path, expected: set[str], device: str = "cpu",
+                 referenced: set[str] = frozenset()) -> dict[str, torch.Tensor]:
+    """The weights of the model directory ``path``: the ``expected`` keys, except ``referenced`` ones it may leave out."""
     weights = Path(path) / WEIGHTS_NAME
     if not weights.is_file():
         raise GramxError(f"{path}: missing {WEIGHTS_NAME}")
     state = load_file(str(weights), device=device)
-    missing, unexpected = expected - set(state), set(state) - expected
+    missing, unexpected = expected - set(state) - referenced, set(state) - expected
     if missing or unexpected:
         raise GramxError(
             f"{weights}: weights do not match the model (missing: {sorted(missing)[:5]}, "
@@ -214,11 +231,17 @@ def model_card(config: ModelConfig) -> str:
         "|---|---|---|---|---|",
     ]
     for name, spec in config.modalities.items():
-        head = f"MLP {spec.head.hidden}" if spec.head.hidden else "linear"
+        head = "identity" if spec.head.identity else f"MLP {spec.head.hidden}" if spec.head.hidden else "linear"
+        lora = f" (LoRA r={spec.lora.r} on the encoder)" if spec.lora else ""
         lines.append(
             f"| {name} | {spec.plugin.distribution or spec.plugin.name or '-'} | {spec.plugin.version or '-'} "
-            f"| {spec.feature_dim} | {head} -> {config.dim} |"
+            f"| {spec.feature_dim} | {head} -> {config.dim}{lora} |"
         )
+    refs = [(name, ref) for name, spec in config.modalities.items() for ref in spec.pretrained]
+    if refs:
+        lines += ["", "## Pretrained weights", "", "Frozen encoder weights are not stored here but read from "
+                  "these folders, whose contents are checked on loading:", ""]
+        lines += [f"- {name}: `{ref.path}` (SHA-256 {ref.sha256[:12]}...)" for name, ref in refs]
     lines += ["", "## Training data", ""]
     lines += [f"- {key}: {value}" for key, value in config.training.items()] or ["- not recorded"]
     lines += ["", "## Metrics", "", *_metrics_lines(config.metrics or {})]

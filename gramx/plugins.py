@@ -263,6 +263,14 @@ class PluginHost:
         self.get_modality(name)
         return self.records[self._modalities[name][1]]
 
+    def add_lora(self, name: str, encoder: Any, lora: Any) -> Any:
+        """Modality ``name``'s encoder with LoRA adapters, from the first plugin that adds them."""
+        adapted = self.pm.hook.gramx_add_lora(modality=name, encoder=encoder, lora=lora)
+        if adapted is None:
+            raise PluginError(f"modality {name!r} asks for LoRA adapters, but no installed plugin adds them",
+                              hint="pip install gramx-hf (LoRA through peft), or remove the modality's lora")
+        return adapted
+
     def modalities(self) -> dict[str, Modality]:
         """All registered modalities by name."""
         return {name: modality for name, (modality, _) in sorted(self._modalities.items())}

@@ -8,6 +8,8 @@ file, with type, default and description, so the documentation cannot drift from
 from __future__ import annotations
 
 import re
+import types
+import typing
 from collections.abc import Mapping
 
 import pydantic
@@ -48,8 +50,10 @@ def _section(model: type[pydantic.BaseModel], title: str) -> list[str]:
     nested = []
     for name, field in model.model_fields.items():
         annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
-            nested.append((name, annotation))
+        optional = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+        sections = [a for a in (annotation, *(typing.get_args(annotation) if optional else ()))
+                    if isinstance(a, type) and issubclass(a, pydantic.BaseModel)]  # a section, or an optional one
+        nested += [(name, section) for section in sections[:1]]
         cells = [f"`{name}`", _type(annotation), _default(field), field.description or ""]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     lines.append("")

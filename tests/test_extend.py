@@ -53,6 +53,22 @@ def test_add_modality_keeps_the_frozen_space_bit_identical(tmp_path, fixture_plu
     assert lineage[-1]["frozen"] == ["text", "vector"]
 
 
+def test_add_trains_against_the_base_modalities_the_new_data_has(tmp_path, fixture_plugins):
+    """Data for a new modality rarely has every base modality (depth maps come without CLIP's photos)."""
+    data, base_dir = _train(tmp_path, ["vector", "text"], "base")
+    rows = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
+    without_vector = tmp_path / "no-vector.jsonl"
+    without_vector.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "vector"}) + "\n" for r in rows))
+    data["modalities"] = {"text": {}, "point": {}}
+    data["data"] = {"train": str(without_vector), "batch_size": 4}
+    del data["dim"]  # the base model's
+    data["output"]["dir"] = str(tmp_path / "grown")
+    grown = load_model(add_modalities(base_dir, parse_config(data, tmp_path)))
+    assert sorted(grown.names) == ["point", "text", "vector"]
+    manifest = tmp_path / "val.jsonl"
+    assert torch.equal(_embed_all(grown, manifest)["vector"], _embed_all(load_model(base_dir), manifest)["vector"])
+
+
 def test_add_needs_a_new_modality_and_the_same_dim(tmp_path, fixture_plugins):
     data, base_dir = _train(tmp_path, ["vector", "text"], "base")
     with pytest.raises(ConfigError, match="adds no modality"):
@@ -61,6 +77,10 @@ def test_add_needs_a_new_modality_and_the_same_dim(tmp_path, fixture_plugins):
     data["dim"] = 16
     with pytest.raises(ConfigError, match="dim"):
         add_modalities(base_dir, parse_config({**data, "output": {"dir": str(tmp_path / "y")}}, tmp_path))
+    data["dim"] = 8
+    data["modalities"]["text"] = {"lora": {"r": 2}}
+    with pytest.raises(ConfigError, match="keeps the base model's modalities frozen: text cannot get LoRA"):
+        add_modalities(base_dir, parse_config({**data, "output": {"dir": str(tmp_path / "z")}}, tmp_path))
 
 
 def test_bridge_joins_two_spaces_and_round_trips(tmp_path, fixture_plugins):

@@ -21,9 +21,21 @@ __all__ = ["AudioConfig", "AudioCNN", "HFAudioEncoder", "AUDIO", "load_audio", "
 SAMPLES = tuple(str(p) for p in sorted((Path(__file__).parent / "samples").glob("*.flac")))
 
 
-def load_audio(value: str | os.PathLike, cfg: AudioConfig) -> torch.Tensor:
-    """One audio file -> features: ``[1, n_mels, frames]`` (logmel, fbank) or ``[samples]`` (waveform)."""
+def _processed(wave: torch.Tensor, rate: int, cfg: AudioConfig) -> dict[str, torch.Tensor]:
+    from gramx_hf.towers import preprocessor
+
+    extractor = preprocessor(cfg.model_path, "audio")
+    wave = resample(wave, rate, extractor.sampling_rate)
+    inputs = extractor(wave.numpy(), sampling_rate=extractor.sampling_rate, return_tensors="pt")
+    return {key: value[0] for key, value in inputs.items()}
+
+
+def load_audio(value: str | os.PathLike, cfg: AudioConfig) -> torch.Tensor | dict[str, torch.Tensor]:
+    """One audio file -> features: ``[1, n_mels, frames]`` (logmel, fbank), ``[samples]`` (waveform), or the
+    feature extractor's tensors of one recording (processor: CLAP's ``input_features`` and ``is_longer``)."""
     samples, rate = read_audio(value)
+    if cfg.features == "processor":
+        return _processed(torch.from_numpy(samples), rate, cfg)
     wave = resample(torch.from_numpy(samples), rate, cfg.sample_rate)
     wave, start, stop = fit_length(wave, cfg.num_samples, cfg.crop)
     return compute_features(wave, start, stop, cfg)

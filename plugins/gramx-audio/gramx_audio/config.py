@@ -25,10 +25,12 @@ class AudioConfig(BaseModel):
         description="where the clip sits in the window: 'center' and 'start' are deterministic; "
         "'random' draws a new offset on every load (training augmentation only)",
     )
-    features: Literal["logmel", "fbank", "waveform"] = Field(
+    features: Literal["logmel", "fbank", "waveform", "processor"] = Field(
         "logmel",
         description="'logmel' (torchaudio MelSpectrogram, log), 'fbank' (Kaldi-compatible log "
-        "filterbanks) or 'waveform' (raw samples, for encoder='hf' waveform models)",
+        "filterbanks), 'waveform' (raw samples, for encoder='hf' waveform models) or 'processor' (the "
+        "feature extractor saved with the hf model in model_path, e.g. CLAP's, at its own sampling rate: it "
+        "crops and pads the recording itself, so sample_rate, duration and crop are unused)",
     )
     n_mels: int = Field(64, gt=0, description="mel bands for 'logmel' and 'fbank'")
     window_ms: float = Field(25.0, gt=0, description="analysis window length in milliseconds")
@@ -52,9 +54,15 @@ class AudioConfig(BaseModel):
         None, description="hf: local directory of a transformers audio model (wav2vec2, HuBERT, AST, ...)"
     )
     freeze: bool = Field(False, description="hf: keep the pretrained weights fixed")
+    output: Literal["pooled", "projected"] = Field(
+        "pooled", description="hf: 'pooled': the model's hidden states averaged over time; 'projected': the audio "
+        "embedding of a two-tower model (CLAP), exactly what its get_audio_features gives (gramx-hf)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> AudioConfig:
+        if self.encoder != "hf" and (self.output == "projected" or self.features == "processor"):
+            raise ValueError("output='projected' and features='processor' need encoder='hf' and its model_path")
         if self.encoder == "cnn" and self.features == "waveform":
             raise ValueError(
                 "encoder='cnn' reads a spectrogram: use features='logmel' or 'fbank' "
@@ -62,7 +70,7 @@ class AudioConfig(BaseModel):
             )
         if self.encoder == "hf" and not self.model_path:
             raise ValueError("encoder='hf' needs model_path: a local directory with a transformers audio model")
-        if self.features != "waveform" and self.window_ms / 1000 > self.duration:
+        if self.features in ("logmel", "fbank") and self.window_ms / 1000 > self.duration:
             raise ValueError(f"window_ms={self.window_ms} is longer than duration={self.duration} s")
         if self.hop_ms > self.window_ms:
             raise ValueError(f"hop_ms={self.hop_ms} is larger than window_ms={self.window_ms}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -72,13 +73,16 @@ class HFAudioEncoder(nn.Module):
 
     Waveform models (wav2vec2, HuBERT, WavLM, ...) take ``[B, samples]``; spectrogram models
     (AST) take ``[B, frames, n_mels]``, so ``[B, 1, n_mels, frames]`` batches are transposed.
+    ``pretrained_weights`` names the folder, so gramx stores frozen weights by reference and
+    can add LoRA adapters.
     """
 
     def __init__(self, model_path: str, freeze: bool = False):
         super().__init__()
-        from transformers import AutoModel  # optional dependency: only for encoder='hf'
+        from gramx_hf.towers import load_pretrained  # optional dependency: only for encoder='hf'
 
-        self.model = AutoModel.from_pretrained(model_path, local_files_only=True)
+        self.model = load_pretrained(model_path)
+        self.pretrained_weights = {"model.": str(Path(model_path).resolve())}
         if freeze:
             self.model.requires_grad_(False)
         config = self.model.config
@@ -94,6 +98,10 @@ class HFAudioEncoder(nn.Module):
 
 def build_encoder(cfg: AudioConfig) -> nn.Module:
     """The encoder ``cfg`` asks for; exposes ``feature_dim``."""
+    if cfg.encoder == "hf" and cfg.output == "projected":
+        from gramx_hf.towers import TowerEncoder
+
+        return TowerEncoder(cfg.model_path, "audio", freeze=cfg.freeze)
     if cfg.encoder == "hf":
         return HFAudioEncoder(cfg.model_path, freeze=cfg.freeze)
     return AudioCNN(cfg.channels, cfg.dropout, cfg.freq_mask, cfg.time_mask, cfg.spec_augment)

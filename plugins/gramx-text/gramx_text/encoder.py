@@ -58,6 +58,13 @@ class TextEncoderConfig(pydantic.BaseModel):
     pooling: Literal["mean", "cls"] = pydantic.Field(
         "mean", description="'mean': average of the token states (padding left out); 'cls': the first token's state"
     )
+    output: Literal["pooled", "projected"] = pydantic.Field(
+        "pooled", description="'pooled': the token states pooled as `pooling` says; 'projected': the text embedding "
+        "of a two-tower model (CLIP, SigLIP, CLAP), exactly what its get_text_features gives (gramx-hf)"
+    )
+    padding: Literal["longest", "max_length"] = pydantic.Field(
+        "longest", description="pad a batch to its longest text, or every text to max_length (what SigLIP expects)"
+    )
     freeze: bool = pydantic.Field(False, description="keep the transformer's weights fixed (and its dropout off)")
     normalize: bool = pydantic.Field(False, description="L2-normalise the pooled features")
     allow_download: bool = pydantic.Field(
@@ -145,7 +152,8 @@ def collate_texts(texts: list[str], cfg: TextEncoderConfig) -> dict[str, torch.T
     """
     tokenizer = get_tokenizer(cfg)
     encoded = tokenizer(
-        list(texts), padding=True, truncation=True, max_length=cfg.max_length, return_tensors="pt"
+        list(texts), padding=True if cfg.padding == "longest" else "max_length", truncation=True,
+        max_length=cfg.max_length, return_tensors="pt",
     )
     return {key: value for key, value in encoded.items() if key in _TOKEN_INPUTS}
 
@@ -155,11 +163,15 @@ class TextEncoder(nn.Module):
 
     ``feature_dim`` is the backbone's hidden size. With ``freeze=True`` the backbone's
     parameters do not require gradients and it stays in eval mode (no dropout) even while
-    the surrounding model trains.
+    the surrounding model trains. ``source``, the folder the backbone was loaded from, becomes
+    ``pretrained_weights``: gramx then stores a frozen backbone by reference, not as a copy,
+    and can add LoRA adapters to it.
     """
 
-    def __init__(self, backbone: nn.Module, pooling: str = "mean", normalize: bool = False, freeze: bool = False):
+    def __init__(self, backbone: nn.Module, pooling: str = "mean", normalize: bool = False, freeze: bool = False,
+                 source: str | None = None):
         super().__init__()
+        self.pretrained_weights = {"backbone.": source} if source and Path(source).is_dir() else {}
         if pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be 'mean' or 'cls', not {pooling!r}")
         self.backbone = backbone
@@ -194,12 +206,29 @@ class TextEncoder(nn.Module):
         return pooled
 
 
-def build_text_encoder(cfg: TextEncoderConfig) -> TextEncoder:
-    """Load ``cfg.model`` with ``AutoModel`` and wrap it in a pooling :class:`TextEncoder`."""
+def _tower(source: str, cfg: TextEncoderConfig) -> nn.Module:
+    from gramx_hf.towers import TowerEncoder
+
+    tower = TowerEncoder(source, "text", freeze=cfg.freeze)
+    if cfg.max_length > tower.max_text_length:
+        raise ConfigError(
+            f"text max_length {cfg.max_length} is more than model {cfg.model!r} supports ({tower.max_text_length})",
+            hint=f"set max_length to {tower.max_text_length} or less")
+    return tower
+
+
+def build_text_encoder(cfg: TextEncoderConfig) -> nn.Module:
+    """Load ``cfg.model`` with ``AutoModel`` and wrap it in a pooling :class:`TextEncoder`.
+
+    With ``output: projected`` it is the text tower of a two-tower model instead
+    (:class:`gramx_hf.TowerEncoder`).
+    """
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
     source = resolve_model(cfg.model)
+    if cfg.output == "projected":
+        return _tower(source, cfg)
     local_only = not cfg.allow_download
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a "Loading weights" bar per model built is noise in runs
@@ -216,5 +245,5 @@ def build_text_encoder(cfg: TextEncoderConfig) -> TextEncoder:
             f"text max_length {cfg.max_length} is more than model {cfg.model!r} supports ({positions} positions)",
             hint=f"set max_length to {positions} or less",
         )
-    return TextEncoder(backbone, pooling=cfg.pooling, normalize=cfg.normalize, freeze=cfg.freeze)
+    return TextEncoder(backbone, pooling=cfg.pooling, normalize=cfg.normalize, freeze=cfg.freeze, source=source)
 

@@ -25,7 +25,7 @@ from gramx_video.encoders import (
     build_video_encoder,
 )
 from gramx_video.frames import sample_indices, to_tensor
-from gramx_video.io import read_image, read_video
+from gramx_video.io import open_image, read_image, read_video
 
 __all__ = ["FrameConfig", "ImageConfig", "VideoConfig", "FrameCNN", "HFFrameEncoder", "Jitter", "AttentionPool",
            "ImageEncoder", "VideoEncoder", "build_frame_encoder", "IMAGE", "VIDEO", "load_image", "load_video",
@@ -37,7 +37,16 @@ VIDEO_SAMPLES = tuple(str(p) for p in sorted(_SAMPLES.glob("*.mp4")))
 
 
 def load_image(value: str | os.PathLike, cfg: ImageConfig) -> torch.Tensor:
-    """One image file -> ``[3, size, size]`` float32, normalised with ``cfg.mean`` / ``cfg.std``."""
+    """One image file -> ``[3, size, size]`` float32, normalised with ``cfg.mean`` / ``cfg.std``.
+
+    With ``preprocess: processor`` the image processor saved with ``cfg.model_path`` makes
+    the pixel values instead (as the checkpoint expects them).
+    """
+    if cfg.preprocess == "processor":
+        from gramx_hf.towers import preprocessor
+
+        processor = preprocessor(cfg.model_path, "image")
+        return processor(images=open_image(value), return_tensors="pt")["pixel_values"][0]
     return to_tensor(read_image(value, cfg.size), cfg.mean, cfg.std)
 
 

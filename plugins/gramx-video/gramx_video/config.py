@@ -38,11 +38,21 @@ class FrameConfig(BaseModel):
         None, description="hf: local directory of a transformers vision model (ViT, CLIP, DINOv2, ResNet, ...)"
     )
     freeze: bool = Field(False, description="hf: keep the pretrained weights fixed")
+    output: Literal["pooled", "projected"] = Field(
+        "pooled", description="hf: 'pooled': the vision model's pooled features; 'projected': the image embedding of "
+        "a two-tower model (CLIP, SigLIP), exactly what its get_image_features gives (gramx-hf)"
+    )
+    preprocess: Literal["resize", "processor"] = Field(
+        "resize", description="'resize': shorter side to size, centre crop, mean/std; 'processor': the image "
+        "processor saved with the hf model in model_path (images only; size, mean and std are then unused)"
+    )
 
     @model_validator(mode="after")
     def _check(self):
         if self.encoder == "hf" and not self.model_path:
             raise ValueError("encoder='hf' needs model_path: a local directory with a transformers vision model")
+        if self.encoder != "hf" and (self.output == "projected" or self.preprocess == "processor"):
+            raise ValueError("output='projected' and preprocess='processor' need encoder='hf' and its model_path")
         if any(s <= 0 for s in self.std):
             raise ValueError(f"std must be positive, got {self.std}")
         return self
@@ -69,3 +79,9 @@ class VideoConfig(FrameConfig):
     temporal_pool: Literal["mean", "attention"] = Field(
         "mean", description="how per-frame features become one vector: 'mean' or learned 'attention' weights"
     )
+
+    @model_validator(mode="after")
+    def _check_preprocess(self):
+        if self.preprocess == "processor":
+            raise ValueError("preprocess='processor' is for images; video frames are resized to size")
+        return self

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -46,15 +47,17 @@ class HFFrameEncoder(nn.Module):
 
     Uses the model's ``pooler_output`` when it has one, else the mean of
     ``last_hidden_state`` over tokens (ViT-like) or positions (CNN-like). For two-tower
-    models (CLIP, SigLIP) the vision tower is used.
+    models (CLIP, SigLIP) the vision tower is used. ``pretrained_weights`` names the folder,
+    so gramx stores frozen weights by reference and can add LoRA adapters.
     """
 
     def __init__(self, model_path: str, size: int, freeze: bool = False):
         super().__init__()
-        from transformers import AutoModel  # optional dependency: only for encoder='hf'
+        from gramx_hf.towers import load_pretrained  # optional dependency: only for encoder='hf'
 
-        model = AutoModel.from_pretrained(model_path, local_files_only=True)
+        model = load_pretrained(model_path)
         self.model = getattr(model, "vision_model", None) or model
+        self.pretrained_weights = {"model.": str(Path(model_path).resolve())}
         if freeze:
             self.model.requires_grad_(False)
         was_training = self.model.training
@@ -120,9 +123,18 @@ class AttentionPool(nn.Module):
 
 def build_frame_encoder(cfg: FrameConfig) -> nn.Module:
     """The per-picture encoder ``cfg`` asks for; exposes ``feature_dim``."""
+    if cfg.encoder == "hf" and cfg.output == "projected":
+        from gramx_hf.towers import TowerEncoder
+
+        return TowerEncoder(cfg.model_path, "image", freeze=cfg.freeze)
     if cfg.encoder == "hf":
         return HFFrameEncoder(cfg.model_path, cfg.size, freeze=cfg.freeze)
     return FrameCNN(cfg.channels, cfg.dropout)
+
+
+def _frames_weights(frames: nn.Module) -> dict[str, str]:
+    """The frame encoder's ``pretrained_weights``, as seen from the image or video encoder holding it."""
+    return {f"frames.{prefix}": folder for prefix, folder in getattr(frames, "pretrained_weights", {}).items()}
 
 
 class ImageEncoder(nn.Module):
@@ -133,6 +145,7 @@ class ImageEncoder(nn.Module):
         self.frames = frames
         self.jitter = Jitter() if augment else None
         self.feature_dim = frames.feature_dim
+        self.pretrained_weights = _frames_weights(frames)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.jitter is not None:
@@ -152,6 +165,7 @@ class VideoEncoder(nn.Module):
         self.jitter = Jitter() if augment else None
         self.pool = AttentionPool(frames.feature_dim) if pool == "attention" else None
         self.feature_dim = frames.feature_dim
+        self.pretrained_weights = _frames_weights(frames)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t = x.shape[:2]

@@ -12,7 +12,7 @@ from gramx import LoadError
 from gramx_video.containers import declared_size
 from gramx_video.frames import center_crop, resized_shape, sample_indices
 
-__all__ = ["read_image", "read_video"]
+__all__ = ["open_image", "read_image", "read_video"]
 
 
 def _existing(value: str | os.PathLike) -> Path:
@@ -40,11 +40,11 @@ def _rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def read_image(value: str | os.PathLike, size: int) -> np.ndarray:
-    """Decode an image -> ``[size, size, 3]`` uint8 RGB (shorter side to ``size``, centre crop).
+def open_image(value: str | os.PathLike) -> Image.Image:
+    """Decode an image -> an RGB Pillow image at its own size, EXIF orientation applied.
 
-    EXIF orientation is applied. Raises :class:`gramx.LoadError` naming the file when it is
-    missing, not an image, truncated or corrupt.
+    Raises :class:`gramx.LoadError` naming the file when it is missing, not an image,
+    truncated, corrupt or empty.
     """
     path = _existing(value)
     try:
@@ -57,6 +57,15 @@ def read_image(value: str | os.PathLike, size: int) -> np.ndarray:
         raise LoadError(path, f"cannot decode image: {exc}") from exc
     if min(rgb.size) == 0:
         raise LoadError(path, "image has no pixels")
+    return rgb
+
+
+def read_image(value: str | os.PathLike, size: int) -> np.ndarray:
+    """Decode an image -> ``[size, size, 3]`` uint8 RGB (shorter side to ``size``, centre crop).
+
+    EXIF orientation is applied; errors as :func:`open_image`'s.
+    """
+    rgb = open_image(value)
     width, height = resized_shape(*rgb.size, size)
     if (width, height) != rgb.size:
         rgb = rgb.resize((width, height), Image.Resampling.BICUBIC)
