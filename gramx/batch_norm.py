@@ -5,10 +5,10 @@ each process's part of the batch with that part's mean and variance, and the run
 statistics that get saved come from one process. :func:`use_global_batch_norm` swaps every
 BatchNorm layer of a model for a :class:`GlobalBatchNorm`, which in training mode computes
 the mean and variance over the rows of all processes, so the forward pass, the gradients and
-the running statistics are those of one process holding the global batch. On CUDA it is
-PyTorch's ``SyncBatchNorm``; elsewhere (CPU, gloo), where PyTorch has no kernels for it, it
-sums per-channel statistics with differentiable all-reduces. The state dict keys do not
-change, so saved models load into plain BatchNorm layers.
+the running statistics are those of one process holding the global batch. PyTorch's own
+``SyncBatchNorm`` has no CPU kernels and DDP refuses it on CPU (gloo); this one sums
+per-channel statistics with differentiable all-reduces, on any device. The state dict keys
+do not change, so saved models load into plain BatchNorm layers.
 
 The synchronisation is a collective: every process must call a layer the same number of
 times. When a modality has rows on some processes but none on others (missing values),
@@ -22,72 +22,94 @@ from collections.abc import Mapping
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 from torch import nn
 
-__all__ = ["GlobalBatchNorm", "use_global_batch_norm", "agree_on_sync"]
-
-_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+__all__ = ["GlobalBatchNorm", "GlobalBatchNorm1d", "GlobalBatchNorm2d", "GlobalBatchNorm3d",
+           "use_global_batch_norm", "agree_on_sync"]
 
 
 def _world() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-class GlobalBatchNorm(nn.SyncBatchNorm):
-    """``BatchNorm`` whose training statistics cover the rows of every process (see the module docstring).
+class _Sum(torch.autograd.Function):
+    """All-reduce (sum) whose gradient is the all-reduced gradient: each process's input feeds every output."""
 
-    ``sync = False`` makes it an ordinary BatchNorm over this process's rows.
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+class GlobalBatchNorm:
+    """Mixed into a BatchNorm class: training statistics over the rows of every process.
+
+    ``sync = False`` (or one process, or eval mode) makes it the BatchNorm it extends. The
+    statistics are computed in float32 (or the input's wider type) with two differentiable
+    all-reduces (sums, then squared deviations from the global mean), so gradients reach
+    every process's rows.
     """
 
     sync = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and self.sync and _world() > 1):
-            return super(nn.SyncBatchNorm, self).forward(x)  # plain BatchNorm
-        if x.device.type == "cuda":
-            return super().forward(x)  # PyTorch's fused SyncBatchNorm
+            return super().forward(x)
         self._check_input_dim(x)
-        return self._global_forward(x)
-
-    def _momentum(self) -> float:
-        if self.momentum is not None:
-            return self.momentum
-        return 1.0 / float(self.num_batches_tracked)  # cumulative moving average
-
-    def _global_forward(self, x: torch.Tensor) -> torch.Tensor:
         dims = [0, *range(2, x.dim())]
         shape = [1, -1] + [1] * (x.dim() - 2)
-        local = torch.cat([x.sum(dims), x.new_tensor([x.numel() // x.shape[1]])])
-        total = dist_fn.all_reduce(local)  # differentiable: gradients reach every process's rows
+        xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+        total = _Sum.apply(torch.cat([xf.sum(dims), xf.new_tensor([x.numel() // x.shape[1]])]))
         count = total[-1].detach()
-        mean = total[:-1] / count
-        centred = x - mean.view(shape)
-        var = dist_fn.all_reduce((centred * centred).sum(dims)) / count
+        centred = xf - (total[:-1] / count).view(shape)
+        var = _Sum.apply((centred * centred).sum(dims)) / count
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
-                factor = self._momentum()
-                self.running_mean.lerp_(mean.detach(), factor)
-                self.running_var.lerp_(var.detach() * count / (count - 1).clamp_min(1), factor)
+                factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.lerp_((total[:-1] / count).to(self.running_mean.dtype), factor)
+                self.running_var.lerp_((var * count / (count - 1).clamp_min(1)).to(self.running_var.dtype), factor)
         out = centred * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             out = out * self.weight.view(shape) + self.bias.view(shape)
-        return out
+        return out.to(x.dtype)
+
+
+class GlobalBatchNorm1d(GlobalBatchNorm, nn.BatchNorm1d):
+    """``nn.BatchNorm1d`` over the global batch."""
+
+
+class GlobalBatchNorm2d(GlobalBatchNorm, nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` over the global batch."""
+
+
+class GlobalBatchNorm3d(GlobalBatchNorm, nn.BatchNorm3d):
+    """``nn.BatchNorm3d`` over the global batch."""
+
+
+_GLOBAL = {nn.BatchNorm1d: GlobalBatchNorm1d, nn.BatchNorm2d: GlobalBatchNorm2d, nn.BatchNorm3d: GlobalBatchNorm3d}
 
 
 def use_global_batch_norm(model: nn.Module) -> int:
-    """Replace every BatchNorm layer of ``model`` by a :class:`GlobalBatchNorm`, in place; returns how many.
+    """Replace every ``BatchNorm1d/2d/3d`` of ``model`` by its :class:`GlobalBatchNorm`, in place; returns how many.
 
     The new layers take over the old ones' parameters and buffers (the same tensors), so
-    optimizers and saved weights are unaffected.
+    optimizers and saved weights are unaffected. Subclasses of those layers (which may
+    compute something else) are left alone.
     """
     replaced = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, _BATCH_NORMS) and not isinstance(child, GlobalBatchNorm):
-                layer = GlobalBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
-                                        child.track_running_stats)
+            if type(child) in _GLOBAL:
+                layer = _GLOBAL[type(child)](child.num_features, child.eps, child.momentum, child.affine,
+                                             child.track_running_stats)
                 layer.weight, layer.bias = child.weight, child.bias
                 for buffer in ("running_mean", "running_var", "num_batches_tracked"):
                     setattr(layer, buffer, getattr(child, buffer))
