@@ -40,6 +40,7 @@ class VectorConfig(BaseModel):
     hidden: int = 16
     freeze: bool = False
     delay: float = 0.0  # seconds of sleep per load, to make runs slow enough to kill
+    noise: float = 0.0  # random augmentation in load: Gaussian noise of this scale
 
 
 def load_vector(value, cfg: VectorConfig) -> torch.Tensor:
@@ -56,7 +57,8 @@ def load_vector(value, cfg: VectorConfig) -> torch.Tensor:
             raise LoadError(value, f"not a .npy array ({type(exc).__name__})") from None
     if x.shape != (cfg.dim,):
         raise LoadError(str(value), f"expected {cfg.dim} numbers, got shape {x.shape}")
-    return torch.from_numpy(x)
+    sample = torch.from_numpy(x)
+    return sample + cfg.noise * torch.randn(cfg.dim) if cfg.noise else sample
 
 
 class VectorEncoder(nn.Module):
