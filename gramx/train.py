@@ -141,7 +141,7 @@ class Trainer:
                      len(self.rows) - self.micro_per_epoch * self.local_batch * world, self.total_steps)
 
         self.precision = Precision(cfg.optim.amp, self.device)
-        self.ddp, self.synced_once = self.model, True
+        self.ddp = self.model
         if self.ctx.distributed:
             self._wrap_ddp()
         optimizer = build_optimizer([self.model, self.objective], cfg.optim)
@@ -162,7 +162,6 @@ class Trainer:
         ids = [self.device.index] if self.device.type == "cuda" else None
         self.ddp = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=self.varying,
                                            static_graph=not self.varying)
-        self.synced_once = self.varying  # a static graph's first backward must synchronise (no_sync fails)
 
     def _check_inputs(self) -> None:
         """Read every file the run will need (training rows, manifests, class names) now, not hours into the run."""
@@ -217,11 +216,14 @@ class Trainer:
             for batch in self.data.loader(self.epoch, self.micro):
                 check_errors(batch, cfg.data.on_error, self.errors)
                 last_micro = (self.micro + 1) % acc == 0
-                accumulating = self.ctx.distributed and not last_micro and self.synced_once
+                # accumulate without synchronising, except in the first and last micro-batch of a step: a
+                # static DDP graph fails unless its first backward synchronises; every step doing so keeps
+                # a resumed run bit-identical to one never stopped
+                accumulating = self.ctx.distributed and not last_micro and self.micro % acc
                 with self.ddp.no_sync() if accumulating else contextlib.nullcontext():
                     loss, parts, _ = self.forward_loss(batch)
                     self.precision.backward(loss * self.ctx.world_size / acc)
-                self.micro, self.synced_once = self.micro + 1, True
+                self.micro += 1
                 self.skipped_terms.update(set(self.objective.term_names) - set(parts))
                 window.add(float(loss.detach()), parts, int(batch["index"].numel()))
                 if not last_micro:
