@@ -198,6 +198,24 @@ def run_config(folder: Path, **sections) -> dict:
     return config
 
 
+def kill_at_checkpoint(proc, run_dir: Path, step: int, timeout: float = 240) -> None:
+    """SIGKILL ``proc`` as soon as ``run_dir`` holds a checkpoint of ``step`` or later; then wait for it."""
+    import signal
+
+    from gramx.checkpoint import latest_checkpoint
+
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            checkpoint = latest_checkpoint(run_dir)
+            if checkpoint is not None and int(checkpoint.name.split("-")[1]) >= step:
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.01)
+    finally:
+        proc.wait(timeout=60)
+
+
 def subprocess_env() -> dict:
     """Environment for a gramx subprocess: installed plugins blocked, one thread."""
     from gramx import plugins

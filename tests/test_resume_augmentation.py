@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 
 from fixture_digits import digits_run, finish, gramx, largest_difference
+from fixture_modalities import kill_at_checkpoint
 
 from gramx.checkpoint import latest_checkpoint
 
@@ -28,14 +28,7 @@ def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_run(tmp_path):
     killed = gramx("train", str(run_file), "--set", "output.dir=killed", cwd=tmp_path)
     reference = gramx("train", str(run_file), "--set", "output.dir=reference", cwd=tmp_path)
     run_dir = tmp_path / "killed"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and killed.poll() is None:
-        checkpoint = latest_checkpoint(run_dir)
-        if checkpoint is not None and int(checkpoint.name.split("-")[1]) >= 8:  # past epoch 0's 6 steps
-            killed.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.01)
-    killed.communicate(timeout=60)
+    kill_at_checkpoint(killed, run_dir, 8, timeout=600)  # past epoch 0's 6 steps
     assert killed.returncode == -signal.SIGKILL
     state = json.loads((latest_checkpoint(run_dir) / "state.json").read_text())
     assert state["epoch"] >= 1 and 0 < state["micro"] < 6  # killed mid-epoch, after the first

@@ -9,12 +9,11 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 import torch
 import yaml
-from fixture_modalities import BOOT, fixture_plugins, run_config, subprocess_env  # noqa: F401
+from fixture_modalities import BOOT, fixture_plugins, kill_at_checkpoint, run_config, subprocess_env  # noqa: F401
 from safetensors.torch import load_file
 
 import gramx
@@ -137,16 +136,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, fixture_p
     thread = threading.Thread(target=lambda: result.update(model=train(reference_config)))
     thread.start()
     run_dir = tmp_path / "run"
-    deadline = time.monotonic() + 240
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            ckpt = latest_checkpoint(run_dir)
-            if ckpt is not None and int(ckpt.name.split("-")[1]) >= 12:  # past epoch 0's 10 steps
-                proc.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.01)
-    finally:
-        proc.wait(timeout=60)
+    kill_at_checkpoint(proc, run_dir, 12)  # past epoch 0's 10 steps
     out = proc.stdout.read().decode()
     assert proc.returncode == -signal.SIGKILL, out
     assert not (run_dir / "model").exists()
