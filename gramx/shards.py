@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import tarfile
 import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -130,14 +131,14 @@ class ShardSet:
     path: Path
     files: list[Path]
     rows: list[int]
-    values: dict[str, int]
+    present: dict[str, int]
 
     def __len__(self) -> int:
         return sum(self.rows)
 
     @property
     def columns(self) -> list[str]:
-        return sorted(self.values)
+        return sorted(self.present)
 
     @property
     def starts(self) -> np.ndarray:
@@ -147,6 +148,21 @@ class ShardSet:
     def check_columns(self, names: Sequence[str]) -> list[str]:
         """See :func:`gramx.data.check_columns`."""
         return check_columns(self.path, self.columns, names)
+
+    def values(self, name: str) -> list:
+        """Every value stored as ``KEY.<name>.value.json`` (captions, say), read without reading the files.
+
+        Only the tar headers are read on the way (each shard is opened for random access), so
+        this costs a small fraction of a pass over the data; it feeds the feature cache of a
+        frozen modality.
+        """
+        found = []
+        for file in self.files:
+            with tarfile.open(file) as tar:
+                for member in tar:
+                    if member.name.endswith(f".{name}{VALUE_ENTRY}"):
+                        found.append(json.loads(tar.extractfile(member).read()))
+        return found
 
     def epoch_order(self, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
         """Flat row numbers in the reading order of ``epoch``.
@@ -184,10 +200,10 @@ def read_shards(path: str | Path) -> ShardSet:
     if outside or missing or not names:
         problem = f"names shards outside {folder}" if outside else f"no shard {(missing or ['at all'])[0]}"
         raise DataError(f"{path}: {problem}", hint=f"the shards of {folder} are listed in its {SHARDS.marker}")
-    values: Counter = Counter()
+    present: Counter = Counter()
     for name in names:
-        values.update(index[name]["columns"])
-    return ShardSet(path, [folder / n for n in names], [index[n]["rows"] for n in names], dict(values))
+        present.update(index[name]["columns"])
+    return ShardSet(path, [folder / n for n in names], [index[n]["rows"] for n in names], dict(present))
 
 
 def read_rows(file: Path) -> Iterator[tuple[dict, dict[str, bytes]]]:

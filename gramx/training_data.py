@@ -136,7 +136,7 @@ class ShardData(TrainingData):
         self.shards, self.row_loader = shards, loader
 
     def complete(self, name: str) -> bool:
-        return self.shards.values.get(name, 0) == len(self.shards)
+        return self.shards.present.get(name, 0) == len(self.shards)
 
     def order(self, epoch: int) -> np.ndarray:
         return self.shards.epoch_order(self.seed, epoch, self.data.shuffle)
@@ -167,8 +167,10 @@ def open_training_data(rows: Manifest | ShardSet, model: GramxModel, config: Run
     """This process's :class:`TrainingData` and the features cached for frozen modalities.
 
     From a manifest, frozen modalities are cached and ``preload`` ones preloaded
-    (:func:`gramx.embed.prepare_training_inputs`); streamed shards are never read ahead, so
-    frozen encoders run on every batch and ``preload`` is an error.
+    (:func:`gramx.embed.prepare_training_inputs`). Shards are streamed, not read ahead:
+    ``preload`` is an error, and only frozen modalities whose values are not files (captions)
+    are cached, from the values the shards hold apart (:meth:`gramx.shards.ShardSet.values`);
+    the encoders of frozen file modalities run on every batch.
     """
     mods = {n: (model.modalities[n], model.modality_configs[n]) for n in model.names}
     if isinstance(rows, ShardSet):
@@ -176,7 +178,11 @@ def open_training_data(rows: Manifest | ShardSet, model: GramxModel, config: Run
         if preloading:
             raise ConfigError(f"modalities.{preloading[0]}.preload: shards are streamed, not read ahead",
                               hint="set preload: false, or train from the manifest")
-        cache, preloaded, failed = FeatureCache(), {}, {}
+        cache, preloaded = FeatureCache(), {}
+        for name in model.names:
+            if config.modalities[name].cache and model.frozen(name) and not model.modalities[name].value_is_path:
+                cache.build(model, name, rows.values(name), config.eval.batch_size, config.data.workers, ctx.device)
+        failed = cache.failed
     else:
         cache, preloaded, failed = prepare_training_inputs(model, rows, config, ctx.device)
     passthrough = set(cache.tables) | set(preloaded)

@@ -30,16 +30,17 @@ def data(tmp_path, fixture_plugins):
     return manifest, tmp_path / "shards"
 
 
-def batches(path, tmp_path, rank=0, world=1, epoch=0, skip=0, **sections):
+def batches(path, tmp_path, rank=0, world=1, epoch=0, skip=0, frozen_text=False, **sections):
     """The collated micro-batches one process's loader gives for ``path`` (manifest or shards)."""
     (tmp_path / "config").mkdir(exist_ok=True)  # run_config writes its own manifests there
+    modalities = {"vector": {"options": {"noise": 0.5}}, "text": {"options": {"freeze": frozen_text}}}
     config = parse_config(run_config(tmp_path / "config", data={"train": str(path), "batch_size": 4 * world,
-                                                                **sections},
-                                     modalities={"vector": {"options": {"noise": 0.5}}}), tmp_path)
+                                                                **sections}, modalities=modalities), tmp_path)
     torch.manual_seed(0)
     model = GramxModel.from_run_config(config)
-    data, _ = open_training_data(read_training_rows(config.data.train), model, config,
-                                 DistContext(rank=rank, world_size=world))
+    data, cache = open_training_data(read_training_rows(config.data.train), model, config,
+                                     DistContext(rank=rank, world_size=world))
+    assert set(cache.tables) == ({"text"} if frozen_text else set())
     data.plan(config.optim.accumulate)
     return list(data.loader(epoch, skip)), data
 
@@ -55,6 +56,8 @@ def assert_same(a: list[dict], b: list[dict]):
             assert (left is None) == (right is None), name
             if isinstance(left, dict):
                 assert all(torch.equal(left[k], right[k]) for k in left), name
+            elif isinstance(left, list):  # the raw values of a cached modality
+                assert left == right, name
             elif left is not None:
                 assert torch.equal(left, right), name
 
@@ -77,11 +80,12 @@ def test_shards_hold_one_entry_per_present_modality_and_the_row(data, tmp_path):
         assert [e.split(".")[0] for e in entries] == sorted(row.values)  # the presence of every modality
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_shards_and_manifest_feed_identical_batches(data, tmp_path, workers):
+@pytest.mark.parametrize("workers, frozen_text", [(0, False), (2, False), (2, True)])
+def test_shards_and_manifest_feed_identical_batches(data, tmp_path, workers, frozen_text):
+    """With a frozen caption encoder, both cache its features: the batches hold the captions themselves."""
     manifest, shards = data
-    from_manifest, _ = batches(manifest, tmp_path, workers=workers, shuffle=False)
-    from_shards, _ = batches(shards, tmp_path, workers=workers, shuffle=False)
+    from_manifest, _ = batches(manifest, tmp_path, workers=workers, shuffle=False, frozen_text=frozen_text)
+    from_shards, _ = batches(shards, tmp_path, workers=workers, shuffle=False, frozen_text=frozen_text)
     assert len(from_shards) == 5  # 23 rows, batches of 4
     assert_same(from_manifest, from_shards)  # rows, masks and the randomly augmented samples
 
