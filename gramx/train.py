@@ -138,7 +138,7 @@ class Trainer:
         if self.ctx.is_main:
             log.info("%d tuples, %d steps/epoch of %d tuples (%d left out per epoch, reshuffled each epoch), %d steps",
                      len(self.rows), self.steps_per_epoch, cfg.data.batch_size * cfg.optim.accumulate,
-                     len(self.rows) - self.micro_per_epoch * self.local_batch * world, self.total_steps)
+                     max(0, len(self.rows) - self.micro_per_epoch * self.local_batch * world), self.total_steps)
 
         self.precision = Precision(cfg.optim.amp, self.device)
         self.ddp = self.model
