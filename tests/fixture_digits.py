@@ -21,11 +21,12 @@ ROOT = Path(__file__).resolve().parent.parent
 DIGITS = ROOT / "examples" / "data" / "digits"
 
 
-def digits_run(folder: Path, rows: int = 48, options: dict[str, dict] | None = None, **sections) -> Path:
+def digits_run(folder: Path, rows: int = 48, options: dict[str, dict] | None = None,
+               names: tuple[str, ...] = ("audio", "image", "text"), **sections) -> Path:
     """Write the first ``rows`` training rows of the digits data (absolute paths) and a run file; returns it.
 
-    ``options`` updates modalities' plugin options (``{"audio": {"crop": "random"}}``),
-    ``sections`` the run file's sections.
+    ``names`` are the run's modalities, ``options`` updates their plugin options
+    (``{"audio": {"crop": "random"}}``), ``sections`` the run file's sections.
     """
     lines = (DIGITS / "train.jsonl").read_text().splitlines()[:rows]
     records = [json.loads(line) for line in lines]
@@ -48,6 +49,7 @@ def digits_run(folder: Path, rows: int = 48, options: dict[str, dict] | None = N
         "logging": {"every": 1, "progress": False, "tensorboard": False},
         "device": "cpu",
     }
+    config["modalities"] = {name: config["modalities"][name] for name in names}
     for name, values in (options or {}).items():
         config["modalities"][name]["options"].update(values)
     for key, value in sections.items():

@@ -23,6 +23,7 @@ def losses(run_dir):
 
 def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_run(tmp_path):
     run_file = digits_run(tmp_path, rows=48, options={"audio": {"crop": "random"}, "image": {"augment": True}},
+                          names=("audio", "image"),
                           data={"batch_size": 8, "workers": 2}, optim={"max_steps": None, "epochs": 3, "lr": 3e-3},
                           output={"checkpoint_every": 2, "keep_checkpoints": 2})
     killed = gramx("train", str(run_file), "--set", "output.dir=killed", cwd=tmp_path)
