@@ -51,10 +51,10 @@ class _Sum(torch.autograd.Function):
 class GlobalBatchNorm:
     """Mixed into a BatchNorm class: training statistics over the rows of every process.
 
-    ``sync = False`` (or one process, or eval mode) makes it the BatchNorm it extends. The
-    statistics are computed in float32 (or the input's wider type) with two differentiable
-    all-reduces (sums, then squared deviations from the global mean), so gradients reach
-    every process's rows.
+    ``sync = False`` (or one process, or eval mode) makes it the BatchNorm it extends. Each
+    process computes its rows' count, mean and squared deviations (float32, or the input's
+    wider type); one differentiable all-reduce shares them, Chan et al.'s formula combines
+    them into the global mean and variance, and gradients reach every process's rows.
     """
 
     sync = True
@@ -66,16 +66,24 @@ class GlobalBatchNorm:
         dims = [0, *range(2, x.dim())]
         shape = [1, -1] + [1] * (x.dim() - 2)
         xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-        total = _Sum.apply(torch.cat([xf.sum(dims), xf.new_tensor([x.numel() // x.shape[1]])]))
-        count = total[-1].detach()
-        centred = xf - (total[:-1] / count).view(shape)
-        var = _Sum.apply((centred * centred).sum(dims)) / count
+        count = x.numel() // x.shape[1]
+        local_mean = xf.mean(dims) if count else xf.new_zeros(x.shape[1])
+        local_m2 = ((xf - local_mean.view(shape)) ** 2).sum(dims)
+        # every process's (count, mean, squared deviations) in one all-reduce: each fills its own row
+        slot = xf.new_zeros(_world(), 1)
+        slot[dist.get_rank()] = 1
+        rows = _Sum.apply(slot * torch.cat([xf.new_tensor([count]), local_mean, local_m2]))
+        counts, means, m2s = rows[:, :1], rows[:, 1:1 + x.shape[1]], rows[:, 1 + x.shape[1]:]
+        total = counts.sum().detach()
+        mean = (counts * means).sum(0) / total
+        var = (m2s + counts * (means - mean) ** 2).sum(0) / total  # Chan et al.'s parallel variance
+        centred = xf - mean.view(shape)
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
                 factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-                self.running_mean.lerp_((total[:-1] / count).to(self.running_mean.dtype), factor)
-                self.running_var.lerp_((var * count / (count - 1).clamp_min(1)).to(self.running_var.dtype), factor)
+                self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
+                self.running_var.lerp_((var * total / (total - 1).clamp_min(1)).to(self.running_var.dtype), factor)
         out = centred * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             out = out * self.weight.view(shape) + self.bias.view(shape)
