@@ -1,6 +1,6 @@
 """Scale on the digits data: training with 1 and 2 processes, and loading from shards against the manifest.
 
-    python benchmarks/bench_scale.py               # CPU (gloo); about 6 minutes on 2 busy cores
+    python benchmarks/bench_scale.py               # CPU (gloo); about 3 minutes on 2 busy cores
     python benchmarks/bench_scale.py --quick       # a few steps of each, to check that it runs
 
 1. **Processes.** ``gramx train examples/digits.yaml`` for one epoch (46 steps of 32 tuples;
