@@ -172,7 +172,7 @@ class Trainer:
             if source is None:
                 continue
             if not len(source):
-                raise DataError(f"{source.path}: the manifest has no rows")
+                raise DataError(f"{source.path}: no rows to read")
             unused = source.check_columns(cfg.modalities)
             if unused and self.ctx.is_main:
                 log.warning("%s: columns not used by this run: %s", source.path.name, ", ".join(unused))

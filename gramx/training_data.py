@@ -46,11 +46,11 @@ class TrainingData:
     ``plan(accumulate)`` must run first: it fixes the micro-batches of every epoch.
     """
 
-    def __init__(self, rows: int, rank: int, world: int, local_batch: int, data: DataConfig, seed: int,
+    def __init__(self, count: int, rank: int, world: int, local_batch: int, data: DataConfig, seed: int,
                  collate: Callable[[list[dict]], dict], pin_memory: bool = False):
-        self.rows, self.rank, self.world, self.local_batch = rows, rank, world, local_batch
+        self.count, self.rank, self.world, self.local_batch = count, rank, world, local_batch
         self.data, self.seed, self.collate, self.pin_memory = data, seed, collate, pin_memory
-        self.per_rank = rows if world == 1 else rows // world
+        self.per_rank = count if world == 1 else count // world
         self.micro_per_epoch = 0
 
     def plan(self, accumulate: int) -> int:
@@ -60,7 +60,7 @@ class TrainingData:
         steps = micro // accumulate
         if steps == 0:
             raise GramxError(
-                f"an epoch has no full optimizer step: {self.rows} tuples, batch size {self.data.batch_size}, "
+                f"an epoch has no full optimizer step: {self.count} tuples, batch size {self.data.batch_size}, "
                 f"accumulate {accumulate}", hint="lower data.batch_size or optim.accumulate")
         self.micro_per_epoch = steps * accumulate
         return steps
@@ -95,7 +95,7 @@ class TrainingData:
         raise NotImplementedError
 
     def load(self, epoch: int, rows: np.ndarray) -> list[dict]:
-        """Dataset items of ``rows`` (positions in ``epoch``), loaded in this process."""
+        """Dataset items of ``rows`` (as :meth:`order` numbers them), loaded in this process for ``epoch``."""
         raise NotImplementedError
 
 
@@ -111,8 +111,8 @@ class ManifestData(TrainingData):
 
     def order(self, epoch: int) -> np.ndarray:
         if not self.data.shuffle:
-            return np.arange(self.rows)
-        return torch.randperm(self.rows, generator=torch.Generator().manual_seed(self.seed + epoch)).numpy()
+            return np.arange(self.count)
+        return torch.randperm(self.count, generator=torch.Generator().manual_seed(self.seed + epoch)).numpy()
 
     def share(self, order: np.ndarray) -> np.ndarray:
         return order[:self.per_rank * self.world][self.rank::self.world]
