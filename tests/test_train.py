@@ -301,5 +301,3 @@ def test_resume_latest_on_the_command_line(tmp_path, fixture_plugins):
         result = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=240)
         assert result.returncode == 0, result.stderr[-3000:]
     assert "resumed from" in result.stderr
-    result = subprocess.run(cmd[:-2] + ["--resume"], env=subprocess_env(), capture_output=True, text=True, timeout=240)
-    assert result.returncode == 0 and "resumed from" in result.stderr
