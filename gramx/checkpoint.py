@@ -35,7 +35,7 @@ from gramx.errors import GramxError
 from gramx.model_dir import state_for_saving
 
 __all__ = ["TrainingParts", "rng_state", "set_rng_state", "write_checkpoint", "restore_checkpoint",
-           "list_checkpoints", "latest_checkpoint", "prune_checkpoints"]
+           "list_checkpoints", "latest_checkpoint", "resume_from", "prune_checkpoints"]
 
 STATE_NAME = "state.json"
 #: A checkpoint, recognised by its state.json.
@@ -160,6 +160,23 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     """The newest complete checkpoint of a run folder, or ``None``."""
     found = list_checkpoints(Path(run_dir) / "checkpoints")
     return found[-1][1] if found else None
+
+
+def resume_from(run_dir: str | Path, mode: str) -> Path | None:
+    """The checkpoint a run in ``run_dir`` continues from, by ``output.resume`` ``mode``.
+
+    ``"off"``: none (a new run). ``"latest"``: the newest, or none when there is none yet, so
+    a scheduler can start and restart the same command. ``"required"``: the newest; an error
+    when there is none.
+    """
+    if mode == "off":
+        return None
+    path = latest_checkpoint(run_dir)
+    if path is None and mode == "required":
+        raise GramxError(f"nothing to resume: {Path(run_dir) / 'checkpoints'} has no checkpoint",
+                         hint="start the run without --resume, or with --resume latest (starts fresh when "
+                         "there is nothing to resume)")
+    return path
 
 
 def prune_checkpoints(folder: Path, keep: int) -> None:

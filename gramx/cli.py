@@ -27,6 +27,7 @@ from gramx.model import load_model
 from gramx.model_dir import MODEL_DIR
 from gramx.plugins import get_host, get_modality
 from gramx.reference import render as render_reference
+from gramx.shards import SHARDS, write_shards
 from gramx.testing import check_modality
 from gramx.train import train
 from gramx.version import __version__
@@ -199,6 +200,21 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_shards(args: argparse.Namespace) -> int:
+    """Write a manifest's rows into tar shards (webdataset layout) with a shards.json index."""
+    check_output(args.output, SHARDS, args.overwrite)  # before the work, not after
+    index = write_shards(args.manifest, args.output, args.shard_size, on_error=args.on_error,
+                         overwrite=args.overwrite)
+    if index["errors"].count:
+        print(f"gramx: {index['errors'].summary()}", file=sys.stderr)
+    if index["left_out_columns"]:
+        print(f"gramx: left out columns that are no installed modality: {', '.join(index['left_out_columns'])}",
+              file=sys.stderr)
+    print(f"wrote {index['rows']} rows into {len(index['shards'])} shards in {args.output}; train on them with "
+          f"data.train: {args.output}")
+    return 0
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     """Rank indexed items (one modality: cosine) or tuples (2+ modalities: Gram volume) for a query."""
     if (args.query is None) == (args.query_file is None):
@@ -230,6 +246,7 @@ examples:
   gramx search runs/digits/model --index runs/digits/index --query "seven" --modality audio,image
   gramx extend add runs/digits-a/model examples/extend-add-audio.yaml
   gramx export runs/digits/model -o shared/digits   a copy that carries its pretrained folders
+  gramx shards examples/data/digits/train.jsonl -o runs/digits-shards --shard-size 100
   gramx config reference                              every key of a run file
 
 Relative paths in a run or bridge file resolve against that file's folder; paths typed on the
@@ -265,6 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--overwrite", action="store_true", help="replace the output folder even if gramx "
                            "did not make it (default: refuse)")
 
+    def resume_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--resume", nargs="?", const="required", choices=["required", "latest"],
+                       help="continue from the newest checkpoint; `--resume latest` starts fresh when there is "
+                       "none (the run file's output.resume)")
+
     def model_options(p: argparse.ArgumentParser, loading: bool = True) -> None:
         p.add_argument("model", metavar="MODEL", help="model directory")
         p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
@@ -284,14 +306,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = command(commands, "train", "train a model from a run file", cmd_train)
     train.add_argument("config", metavar="RUN.yaml", help="run configuration")
-    train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    resume_option(train)
     run_file_options(train)
 
     extend = group("extend", "grow a trained model: add a modality, or bridge two spaces")
     add = command(extend, "add", "add modalities to a frozen trained model", cmd_extend_add)
     add.add_argument("base", metavar="MODEL", help="trained model directory to extend")
     add.add_argument("config", metavar="RUN.yaml", help="run file naming the existing and the new modalities")
-    add.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    resume_option(add)
     run_file_options(add)
     bridge = command(extend, "bridge", "bridge a leaf space into a base space", cmd_extend_bridge)
     bridge.add_argument("config", metavar="BRIDGE.yaml", help="bridge configuration")
@@ -323,6 +345,15 @@ def build_parser() -> argparse.ArgumentParser:
     model_options(embed)
     embed.add_argument("-o", "--output", required=True, type=Path, help="index folder to write")
     embed.add_argument("--overwrite", action="store_true", help="replace the output even if it is not an index")
+
+    shards = command(commands, "shards", "write a manifest's rows into tar shards for streamed training",
+                     cmd_shards)
+    shards.add_argument("manifest", metavar="MANIFEST", help="JSONL or CSV manifest")
+    shards.add_argument("-o", "--output", required=True, type=Path, help="shard folder to write")
+    shards.add_argument("--shard-size", type=int, default=1000, help="rows per shard (default 1000)")
+    shards.add_argument("--on-error", choices=["raise", "skip"], default="raise",
+                        help="a row whose file cannot be read: stop (default) or leave it out and report it")
+    shards.add_argument("--overwrite", action="store_true", help="replace the output even if it is not a shard folder")
 
     search = command(commands, "search", "search an embedding index with a text or file query", cmd_search)
     model_options(search, loading=False)

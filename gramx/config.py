@@ -170,7 +170,10 @@ class LossConfig(Section):
 class DataConfig(Section):
     """Manifests and loading."""
 
-    train: Path = Field(description="training manifest (JSONL or CSV)")
+    train: Path = Field(
+        description="training manifest (JSONL or CSV), or shards written by `gramx shards`: their folder or a "
+        "pattern such as shards/{000000..000099}.tar"
+    )
     val: Path | None = Field(None, description="validation manifest for periodic evaluation")
     batch_size: int = Field(32, ge=2, description="global batch size (split across processes)")
     workers: int = Field(0, ge=0, description="DataLoader worker processes per training process")
@@ -217,6 +220,11 @@ class OutputConfig(Section):
     dir: Path = Field(Path("runs/gramx"), description="run folder")
     checkpoint_every: int | None = Field(None, ge=1, description="checkpoint every N steps (and each epoch end)")
     keep_checkpoints: int = Field(2, ge=1)
+    resume: Literal["off", "latest", "required"] = Field(
+        "off", description="off: start a new run (a folder holding checkpoints is an error); latest: continue from "
+        "the newest checkpoint, or start fresh when there is none (a scheduler can rerun the same command); "
+        "required: continue, an error when there is no checkpoint (what --resume does)"
+    )
 
 
 class LoggingConfig(Section):

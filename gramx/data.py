@@ -17,16 +17,17 @@ import csv
 import difflib
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from gramx.errors import GramxError
 from gramx.modality import Modality
+from gramx.randomness import sample_seed, seeded
 
 __all__ = [
     "Row",
@@ -42,7 +43,8 @@ __all__ = [
     "problem_text",
     "iter_unique",
     "load_unique",
-    "ResumableSampler",
+    "RowLoader",
+    "check_columns",
 ]
 
 RESERVED = ("id", "label")
@@ -53,6 +55,25 @@ _INT = re.compile(r"^-?\d+$")
 
 class DataError(GramxError):
     """A manifest row could not be read or loaded; names the manifest line and the file."""
+
+
+def check_columns(path: Path, columns: list[str], names: Iterable[str]) -> list[str]:
+    """Raise a :class:`DataError` when one of the modalities ``names`` has no value in any row.
+
+    ``columns`` are the keys the rows of the data at ``path`` have values for. Returns the
+    columns that are not among ``names`` (each with a did-you-mean when it is close to one),
+    for a warning.
+    """
+    names = list(names)
+    unused = [c for c in columns if c not in names]
+    for name in names:
+        if name not in columns:
+            close = difflib.get_close_matches(name, unused, n=1)
+            hint = (f"the manifest has a column {close[0]!r}: did you mean {name!r}?" if close else
+                    f"its columns are {', '.join(columns) or 'none'}; every modality of the run needs values")
+            raise DataError(f"{path}: no row has a value for the modality {name!r}", hint=hint)
+    return [c + "".join(f" (did you mean {m!r}?)" for m in difflib.get_close_matches(c, names, n=1))
+            for c in unused]
 
 
 @dataclass
@@ -85,21 +106,8 @@ class Manifest:
         return bool(self.rows) and all(r.label is not None for r in self.rows)
 
     def check_columns(self, names: Iterable[str]) -> list[str]:
-        """Raise a :class:`DataError` when one of the modalities ``names`` has no value in any row.
-
-        Returns the columns that are not among ``names`` (each with a did-you-mean when it is
-        close to one), for a warning.
-        """
-        names = list(names)
-        unused = [c for c in self.columns if c not in names]
-        for name in names:
-            if name not in self.columns:
-                close = difflib.get_close_matches(name, unused, n=1)
-                hint = (f"the manifest has a column {close[0]!r}: did you mean {name!r}?" if close else
-                        f"its columns are {', '.join(self.columns) or 'none'}; every modality of the run needs values")
-                raise DataError(f"{self.path}: no row has a value for the modality {name!r}", hint=hint)
-        return [c + "".join(f" (did you mean {m!r}?)" for m in difflib.get_close_matches(c, names, n=1))
-                for c in unused]
+        """See :func:`check_columns`."""
+        return check_columns(self.path, self.columns, names)
 
     def row_error(self, row: Row, name: str, problem: str) -> str:
         """The message for a row whose ``name`` value failed: ``"train.jsonl line 6 (audio): ..."``."""
@@ -181,15 +189,64 @@ def problem_text(value: Any, exc: BaseException) -> str:
     return str(exc) if isinstance(exc, GramxError) else f"{value}: {type(exc).__name__}: {exc}"
 
 
-class ManifestDataset(Dataset):
-    """Loads one tuple per index with each modality's ``load``.
+class RowLoader:
+    """Loads the values of one tuple with each modality's ``load`` into a dataset item.
 
     ``modalities`` maps name -> ``(Modality, cfg)``. Modalities named in ``passthrough``
     are not loaded: their (path-resolved) value is returned as is, e.g. for cached features
     or preloaded samples. ``failed[name]`` maps :func:`cache_key` of values known to fail
-    (found while caching or preloading) to their problem. An item is ``{"index", "values":
-    {name: sample}, "error": None | (line, message)}``.
+    (found while caching or preloading) to their problem. With a ``seed`` (training), each
+    load runs under :func:`gramx.randomness.seeded` with the row's
+    :func:`~gramx.randomness.sample_seed` for the current ``epoch``.
     """
+
+    def __init__(
+        self,
+        modalities: Mapping[str, tuple[Modality, Any]],
+        passthrough: Iterable[str] = (),
+        failed: Mapping[str, Mapping[Any, str]] | None = None,
+        seed: int | None = None,
+    ):
+        self.modalities = dict(modalities)
+        self.passthrough = set(passthrough)
+        self.failed = dict(failed or {})
+        self.seed = seed
+        self.epoch = 0
+
+    def _load(self, index: int, name: str, value: Any) -> Any:
+        modality, cfg = self.modalities[name]
+        if self.seed is None:
+            return modality.load(value, cfg)
+        with seeded(sample_seed(self.seed, self.epoch, index, name)):
+            return modality.load(value, cfg)
+
+    def __call__(self, index: int, line: int, values: Mapping[str, Any], where: Callable[[str, str], str]) -> dict:
+        """The item ``{"index", "values": {name: sample}, "error": None | (line, message)}`` of row ``index``.
+
+        ``values`` holds the row's values (paths resolved); ``where(name, problem)`` words
+        the message of a value that fails.
+        """
+        loaded: dict[str, Any] = {}
+        for name in self.modalities:
+            value = values.get(name)
+            if value is None:
+                continue
+            problem = self.failed.get(name, {}).get(cache_key(value))
+            if problem is None and name in self.passthrough:
+                loaded[name] = value
+                continue
+            if problem is None:
+                try:
+                    loaded[name] = self._load(index, name, value)
+                    continue
+                except Exception as exc:  # any plugin failure is reported with the line
+                    problem = problem_text(value, exc)
+            return {"index": index, "values": {}, "error": (line, where(name, problem))}
+        return {"index": index, "values": loaded, "error": None}
+
+
+class ManifestDataset(Dataset):
+    """Loads one tuple per index (a manifest row) with a :class:`RowLoader`; the arguments are its own."""
 
     def __init__(
         self,
@@ -197,14 +254,18 @@ class ManifestDataset(Dataset):
         modalities: Mapping[str, tuple[Modality, Any]],
         passthrough: Iterable[str] = (),
         failed: Mapping[str, Mapping[Any, str]] | None = None,
+        seed: int | None = None,
     ):
         self.manifest = manifest
-        self.modalities = dict(modalities)
-        self.passthrough = set(passthrough)
-        self.failed = dict(failed or {})
+        self.loader = RowLoader(modalities, passthrough, failed, seed)
+        self.modalities = self.loader.modalities
 
     def __len__(self) -> int:
         return len(self.manifest.rows)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose per-sample seeds the loads use."""
+        self.loader.epoch = epoch
 
     def value(self, row: Row, name: str) -> Any:
         """The manifest value of ``name`` in ``row``, with relative paths resolved."""
@@ -213,23 +274,8 @@ class ManifestDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         row = self.manifest.rows[index]
-        values: dict[str, Any] = {}
-        for name, (modality, cfg) in self.modalities.items():
-            value = self.value(row, name)
-            if value is None:
-                continue
-            problem = self.failed.get(name, {}).get(cache_key(value))
-            if problem is None and name in self.passthrough:
-                values[name] = value
-                continue
-            if problem is None:
-                try:
-                    values[name] = modality.load(value, cfg)
-                    continue
-                except Exception as exc:  # any plugin failure is reported with the line
-                    problem = problem_text(value, exc)
-            return {"index": index, "values": {}, "error": (row.line, self.manifest.row_error(row, name, problem))}
-        return {"index": index, "values": values, "error": None}
+        values = {name: self.value(row, name) for name in self.modalities}
+        return self.loader(index, row.line, values, lambda name, problem: self.manifest.row_error(row, name, problem))
 
 
 class Collator:
@@ -346,20 +392,3 @@ def load_unique(values: Iterable, modality: Modality, cfg: Any, workers: int = 0
             else:
                 failed[cache_key(value)] = problem
     return samples, failed
-
-
-class ResumableSampler(DistributedSampler):
-    """``DistributedSampler`` (seeded per epoch) that can skip the samples already consumed."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.skip = 0
-
-    def __iter__(self) -> Iterator[int]:
-        it = super().__iter__()
-        for _ in range(self.skip):
-            next(it, None)
-        return it
-
-    def __len__(self) -> int:
-        return max(0, super().__len__() - self.skip)

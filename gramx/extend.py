@@ -81,7 +81,7 @@ def grow_model(base_dir: str | Path, run: RunConfig) -> GramxModel:
     return model
 
 
-def add_modalities(base_dir: str | Path, run: RunConfig, resume: bool = False, device: str | None = None,
+def add_modalities(base_dir: str | Path, run: RunConfig, resume: bool | str | None = None, device: str | None = None,
                    overwrite: bool = False) -> Path:
     """Train ``run``'s new modalities against the frozen base model; returns the model directory.
 

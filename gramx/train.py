@@ -8,18 +8,19 @@ Library first: the CLI only parses arguments and calls :func:`train`. A run fold
     checkpoints/step-N/  a model directory plus the state to resume from (gramx.checkpoint)
     model/               the final model directory (gramx.model_dir)
 
-``train(config, resume=True)`` restores the newest checkpoint: weights, optimizer,
-scheduler, every RNG and the position in the epoch (the sampler is seeded per epoch and
-the consumed batches are skipped), so a run killed at any point ends with the same weights
-as one never stopped. Under torchrun the loss sees the global batch
-(:meth:`gramx.losses.Objective.global_loss`) and only rank 0 writes.
+``train(config, resume="latest")`` (``output.resume``) restores the newest checkpoint:
+weights, optimizer, scheduler, every RNG and the position in the epoch (an epoch's
+micro-batches are fixed in advance and each row's augmentation is seeded by the row, see
+:mod:`gramx.training_data`), so a run killed at any point ends with the same weights as one
+never stopped. Under torchrun the loss sees the global batch
+(:meth:`gramx.objective.Objective.global_loss`), BatchNorm layers normalise over it
+(:mod:`gramx.batch_norm`) and only rank 0 writes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import random
 import time
 from collections import Counter
@@ -30,30 +31,21 @@ import numpy as np
 import torch
 import yaml
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 
 from gramx import distributed as gdist
 from gramx.atomic import check_output, remove
+from gramx.batch_norm import agree_on_sync, use_global_batch_norm
 from gramx.checkpoint import (
     TrainingParts,
     latest_checkpoint,
     prune_checkpoints,
     restore_checkpoint,
+    resume_from,
     rng_state,
     write_checkpoint,
 )
 from gramx.config import RunConfig
-from gramx.data import (
-    Collator,
-    DataError,
-    ErrorLog,
-    ManifestDataset,
-    ResumableSampler,
-    check_errors,
-    read_manifest,
-    to_device,
-)
-from gramx.embed import prepare_training_inputs
+from gramx.data import DataError, ErrorLog, check_errors, read_manifest, to_device
 from gramx.errors import GramxError
 from gramx.evaluate import evaluate, read_classes, summarize, zeroshot_targets
 from gramx.objective import build_objective, describe_loss, loss_type
@@ -61,6 +53,7 @@ from gramx.model import GramxModel
 from gramx.optim import Precision, build_optimizer, build_scheduler
 from gramx.progress import progress
 from gramx.run_log import RUN, RunLog, TrainWindow
+from gramx.training_data import open_training_data, read_training_rows
 
 __all__ = ["train", "Trainer", "latest_checkpoint"]
 
@@ -70,19 +63,21 @@ log = logging.getLogger("gramx.train")
 class Trainer:
     """One training run; use :func:`train`."""
 
-    def __init__(self, config: RunConfig, ctx: gdist.DistContext, resume: bool = False,
+    def __init__(self, config: RunConfig, ctx: gdist.DistContext, resume: str = "off",
                  build_model: Callable[[RunConfig], GramxModel] = GramxModel.from_run_config, overwrite: bool = False):
         self.config = config
         self.build_model = build_model
         self.ctx = ctx
         self.device = ctx.device
-        self.resume = resume
         self.overwrite = overwrite
         self.out = config.output.dir
         self.ckpt_dir = self.out / "checkpoints"
         self.model_dir = self.out / "model"
+        self.checkpoint = resume_from(self.out, resume)  # None: a new run
+        self.resume = self.checkpoint is not None
         self.errors = ErrorLog()
         self.skipped_terms: Counter = Counter()  # batches in which a loss term had nothing to contrast
+        self.local_norm: Counter = Counter()  # micro-batches in which a modality's batch statistics were local
         self.val_report: dict | None = None
 
     # ------------------------------------------------------------------ setup
@@ -120,87 +115,64 @@ class Trainer:
         self.model.config.score = loss_type(cfg.loss.type).score  # what the model's space is scored by
         self._seed(self.ctx.rank)  # training randomness (dropout, augmentation) differs per process
 
-        mods = {n: (self.model.modalities[n], self.model.modality_configs[n]) for n in self.model.names}
-        self.cache, preloaded, failed = prepare_training_inputs(self.model, self.manifest, cfg, self.device)
-        passthrough = set(self.cache.tables) | set(preloaded)
-        self.dataset = ManifestDataset(self.manifest, mods, passthrough=passthrough, failed=failed)
-        self.collate = Collator(mods, passthrough=self.cache.tables.keys(), preloaded=preloaded)
-        self.sampler = ResumableSampler(
-            self.dataset, num_replicas=world, rank=self.ctx.rank, shuffle=cfg.data.shuffle,
-            seed=cfg.optim.seed, drop_last=world > 1,
-        )
-        self._plan_steps()
+        self.data, self.cache = open_training_data(self.rows, self.model, cfg, self.ctx)
+        self.steps_per_epoch = self.data.plan(cfg.optim.accumulate)
+        self.micro_per_epoch = self.data.micro_per_epoch
+        self.total_steps = cfg.optim.max_steps or cfg.optim.epochs * self.steps_per_epoch
+        if self.ctx.is_main:
+            log.info("%d tuples, %d steps/epoch of %d tuples (%d left out per epoch, reshuffled each epoch), %d steps",
+                     len(self.rows), self.steps_per_epoch, cfg.data.batch_size * cfg.optim.accumulate,
+                     max(0, len(self.rows) - self.micro_per_epoch * self.local_batch * world), self.total_steps)
 
         self.precision = Precision(cfg.optim.amp, self.device)
+        self.ddp = self.model
+        if self.ctx.distributed:
+            self._wrap_ddp()
         optimizer = build_optimizer([self.model, self.objective], cfg.optim)
         self.parts = TrainingParts(self.model, self.objective, optimizer,
                                    build_scheduler(optimizer, cfg.optim, self.total_steps), self.precision.scaler)
-        self.ddp = self.model
-        if self.ctx.distributed:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=True)
         self.step, self.epoch, self.micro = 0, 0, 0
         if self.resume:
             self._restore()
 
+    def _wrap_ddp(self) -> None:
+        """Global batch statistics in every BatchNorm, then DDP; it searches for unused parameters only
+        when a micro-batch may lack a trainable modality (rows without it, or rows skipped as bad);
+        otherwise the graph is static (parameters an encoder never uses are found once)."""
+        self.global_norm = use_global_batch_norm(self.model) > 0
+        trainable = [n for n in self.model.names if any(
+            p.requires_grad for part in (self.model.encoders[n], self.model.heads[n]) for p in part.parameters())]
+        self.varying = self.config.data.on_error == "skip" or not all(self.data.complete(n) for n in trainable)
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self.ddp = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=self.varying,
+                                           static_graph=not self.varying)
+
     def _check_inputs(self) -> None:
-        """Read every file the run will need (manifests, class names) now, not hours into the run."""
+        """Read every file the run will need (training rows, manifests, class names) now, not hours into the run."""
         cfg = self.config
-        manifests = [read_manifest(path) for path in (cfg.data.train, cfg.data.val) if path is not None]
-        self.manifest = manifests[0]
-        for manifest in manifests:
-            if not manifest.rows:
-                raise DataError(f"{manifest.path}: the manifest has no rows")
-            unused = manifest.check_columns(cfg.modalities)
+        self.rows = read_training_rows(cfg.data.train)
+        val = read_manifest(cfg.data.val) if cfg.data.val is not None else None
+        for source in (self.rows, val):
+            if source is None:
+                continue
+            if not len(source):
+                raise DataError(f"{source.path}: no rows to read")
+            unused = source.check_columns(cfg.modalities)
             if unused and self.ctx.is_main:
-                log.warning("%s: columns not used by this run: %s", manifest.path.name, ", ".join(unused))
+                log.warning("%s: columns not used by this run: %s", source.path.name, ", ".join(unused))
         if cfg.eval.classes is not None:
             classes = read_classes(cfg.eval.classes)
-            if cfg.data.val is not None and "zeroshot" in cfg.eval.metrics:
-                zeroshot_targets([r.label for r in manifests[-1].rows], classes)
-
-    def _plan_steps(self) -> None:
-        cfg = self.config
-        per_rank = len(self.sampler)
-        micro = per_rank // self.local_batch if cfg.data.drop_last else math.ceil(per_rank / self.local_batch)
-        self.steps_per_epoch = micro // cfg.optim.accumulate
-        if self.steps_per_epoch == 0:
-            raise GramxError(
-                f"an epoch has no full optimizer step: {len(self.manifest)} tuples, batch size "
-                f"{cfg.data.batch_size}, accumulate {cfg.optim.accumulate}",
-                hint="lower data.batch_size or optim.accumulate",
-            )
-        self.micro_per_epoch = self.steps_per_epoch * cfg.optim.accumulate
-        self.total_steps = cfg.optim.max_steps or cfg.optim.epochs * self.steps_per_epoch
-        if self.ctx.is_main:
-            left_out = len(self.manifest) - self.micro_per_epoch * cfg.data.batch_size
-            log.info(
-                "%d tuples, %d steps/epoch of %d tuples (%d left out per epoch, reshuffled each epoch), %d steps",
-                len(self.manifest), self.steps_per_epoch, cfg.data.batch_size * cfg.optim.accumulate,
-                max(0, left_out), self.total_steps,
-            )
+            if val is not None and "zeroshot" in cfg.eval.metrics:
+                zeroshot_targets([r.label for r in val.rows], classes)
 
     # ------------------------------------------------------------------ loop
-
-    def loader(self) -> DataLoader:
-        """This epoch's loader, starting after the batches already consumed."""
-        self.sampler.set_epoch(self.epoch)
-        self.sampler.skip = self.micro * self.local_batch
-        return DataLoader(
-            self.dataset,
-            batch_size=self.local_batch,
-            sampler=self.sampler,
-            num_workers=self.config.data.workers,
-            collate_fn=self.collate,
-            pin_memory=self.device.type == "cuda",
-            drop_last=self.config.data.drop_last,
-            generator=torch.Generator().manual_seed(self.config.optim.seed * 7919 + self.epoch),
-        )
 
     def forward_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float], int]:
         """Loss of one micro-batch on the global batch: ``(loss, parts, global rows)``."""
         batch = to_device(batch, self.device, non_blocking=self.device.type == "cuda")
         cached = self.cache.lookup(batch["inputs"])
+        if self.ctx.distributed and self.global_norm and self.varying:
+            self.local_norm.update(agree_on_sync(self.model.encoders, batch["masks"]))
         with self.precision.autocast():
             feats = self.ddp(batch["inputs"], batch["masks"], cached)
         feats = {k: v.float() for k, v in feats.items()}
@@ -226,11 +198,14 @@ class Trainer:
         acc = cfg.optim.accumulate
         window = TrainWindow()
         while self.step < self.total_steps:
-            for batch in self.loader():
+            for batch in self.data.loader(self.epoch, self.micro):
                 check_errors(batch, cfg.data.on_error, self.errors)
                 last_micro = (self.micro + 1) % acc == 0
-                sync = self.ddp.no_sync() if self.ctx.distributed and not last_micro else contextlib.nullcontext()
-                with sync:
+                # accumulate without synchronising, except in the first and last micro-batch of a step: a
+                # static DDP graph fails unless its first backward synchronises; every step doing so keeps
+                # a resumed run bit-identical to one never stopped
+                accumulating = self.ctx.distributed and not last_micro and self.micro % acc
+                with self.ddp.no_sync() if accumulating else contextlib.nullcontext():
                     loss, parts, _ = self.forward_loss(batch)
                     self.precision.backward(loss * self.ctx.world_size / acc)
                 self.micro += 1
@@ -255,6 +230,7 @@ class Trainer:
                 ):
                     self.validate()
                 if end_of_epoch:
+                    self._check_left_over()
                     self.epoch, self.micro = self.epoch + 1, 0
                 every = cfg.output.checkpoint_every
                 if (every and self.step % every == 0) or end_of_epoch or done:
@@ -266,6 +242,12 @@ class Trainer:
         if bar is not None:
             bar.close()
         return self.finish()
+
+    def _check_left_over(self) -> None:
+        """Load the rows this epoch left over, only to report the bad ones (see gramx.training_data)."""
+        items = self.data.load(self.epoch, self.data.left_over(self.epoch))
+        check_errors({"errors": [item["error"] for item in items if item["error"]]}, self.config.data.on_error,
+                     self.errors)
 
     def _optimizer_step(self) -> None:
         gdist.average_gradients(self.objective.parameters(), self.ctx.world_size, local=self.config.loss.local)
@@ -328,7 +310,7 @@ class Trainer:
         progress = {
             "step": self.step, "epoch": self.epoch, "micro": self.micro, "world_size": self.ctx.world_size,
             "errors": [{"count": c, "examples": ex, "seen": seen} for _, c, ex, seen in everyone],
-            "skipped_terms": dict(self.skipped_terms), "val": self.val_report,
+            "skipped_terms": dict(self.skipped_terms), "local_norm": dict(self.local_norm), "val": self.val_report,
         }
         path = write_checkpoint(self.ckpt_dir / f"step-{self.step:08d}", self.parts, progress,
                                 [rng for rng, *_ in everyone])
@@ -336,14 +318,12 @@ class Trainer:
         return path
 
     def _restore(self) -> None:
-        path = latest_checkpoint(self.out)
-        if path is None:
-            raise GramxError(f"nothing to resume: {self.ckpt_dir} has no checkpoint",
-                             hint="start the run without --resume")
+        path = self.checkpoint
         state = restore_checkpoint(path, self.parts, self.ctx.rank, self.ctx.world_size, self.device)
         errors = state["errors"][self.ctx.rank]
         self.errors.count, self.errors.examples, self.errors.seen = errors["count"], errors["examples"], set(errors["seen"])
         self.skipped_terms = Counter(state.get("skipped_terms", {}))
+        self.local_norm = Counter(state.get("local_norm", {}))
         self.step, self.epoch, self.micro = state["step"], state["epoch"], state["micro"]
         self.val_report = state.get("val")
         if self.ctx.is_main:
@@ -364,8 +344,11 @@ class Trainer:
             for term, batches in sorted(self.skipped_terms.items()):
                 log.warning("the %s term had nothing to contrast in %d batches (they trained without it)",
                             term, batches)
+            for name, batches in sorted(self.local_norm.items()):
+                log.warning("%s was missing from every row of some processes in %d micro-batches: its BatchNorm "
+                            "statistics were those of each process's own rows there", name, batches)
             training = {
-                "train_manifest": str(cfg.data.train), "train_tuples": len(self.manifest),
+                "train_manifest": str(cfg.data.train), "train_tuples": len(self.rows),
                 "skipped_rows": total, "val_manifest": str(cfg.data.val) if cfg.data.val else None,
                 "loss": describe_loss(cfg.loss), "temperature": round(self.objective.temperature, 5),
                 "steps": self.step, "batch_size": cfg.data.batch_size * cfg.optim.accumulate,
@@ -380,12 +363,15 @@ class Trainer:
         return self.model_dir
 
 
-def train(config: RunConfig, resume: bool = False, device: str | None = None,
+def train(config: RunConfig, resume: bool | str | None = None, device: str | None = None,
           build_model: Callable[[RunConfig], GramxModel] = GramxModel.from_run_config,
           overwrite: bool = False) -> Path:
     """Train a model as ``config`` describes; returns the final model directory.
 
-    ``resume=True`` continues from the newest checkpoint in ``config.output.dir``.
+    ``resume`` overrides ``output.resume``: ``"latest"`` continues from the newest checkpoint
+    in ``output.dir`` when there is one and starts fresh otherwise; ``"required"`` (or
+    ``True``) continues from it and fails when there is none; ``"off"`` (or ``False``) starts
+    a new run.
     ``device`` overrides ``config.device``. Under torchrun every process calls this.
     ``build_model`` makes the initial model (``gramx.extend`` passes one that grows a
     trained model instead of starting from scratch). ``output.dir`` must be free, empty or
@@ -396,7 +382,8 @@ def train(config: RunConfig, resume: bool = False, device: str | None = None,
     started = gdist.dist.is_available() and gdist.dist.is_initialized()
     ctx = gdist.init_distributed(config.device)
     try:
-        trainer = Trainer(config, ctx, resume=resume, build_model=build_model, overwrite=overwrite)
+        mode = config.output.resume if resume is None else {True: "required", False: "off"}.get(resume, resume)
+        trainer = Trainer(config, ctx, resume=mode, build_model=build_model, overwrite=overwrite)
         trainer.setup()
         return trainer.run()
     finally:

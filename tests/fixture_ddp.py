@@ -95,3 +95,24 @@ def local_loss_worker(rank: int, world: int, port: int, config_paths: list[str],
             name = Path(path).stem
             save_file({k: v.contiguous() for k, v in grads.items()}, os.path.join(out, f"{name}.grads.safetensors"))
     gdist.cleanup()
+
+
+def train_worker(rank: int, world: int, port: int, config_path: str, resume: str) -> None:
+    """One torchrun-like process of a training run (``resume`` as :func:`gramx.train.train` takes it)."""
+    import multiprocessing
+
+    multiprocessing.set_start_method("fork", force=True)  # DataLoader workers as under torchrun, not spawned
+    sys.path.insert(0, str(HERE))
+    import fixture_modalities
+
+    fixture_modalities.install()
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    from gramx import distributed as gdist
+    from gramx.config import load_config
+    from gramx.train import train
+
+    gdist.init_distributed("cpu")
+    train(load_config(config_path), resume=resume)
+    gdist.cleanup()

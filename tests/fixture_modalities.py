@@ -40,6 +40,7 @@ class VectorConfig(BaseModel):
     hidden: int = 16
     freeze: bool = False
     delay: float = 0.0  # seconds of sleep per load, to make runs slow enough to kill
+    noise: float = 0.0  # random augmentation in load: Gaussian noise of this scale
 
 
 def load_vector(value, cfg: VectorConfig) -> torch.Tensor:
@@ -56,7 +57,8 @@ def load_vector(value, cfg: VectorConfig) -> torch.Tensor:
             raise LoadError(value, f"not a .npy array ({type(exc).__name__})") from None
     if x.shape != (cfg.dim,):
         raise LoadError(str(value), f"expected {cfg.dim} numbers, got shape {x.shape}")
-    return torch.from_numpy(x)
+    sample = torch.from_numpy(x)
+    return sample + cfg.noise * torch.randn(cfg.dim) if cfg.noise else sample
 
 
 class VectorEncoder(nn.Module):
@@ -194,6 +196,24 @@ def run_config(folder: Path, **sections) -> dict:
     for key, value in sections.items():
         config.setdefault(key, {}).update(value) if isinstance(value, dict) else config.__setitem__(key, value)
     return config
+
+
+def kill_at_checkpoint(proc, run_dir: Path, step: int, timeout: float = 240) -> None:
+    """SIGKILL ``proc`` as soon as ``run_dir`` holds a checkpoint of ``step`` or later; then wait for it."""
+    import signal
+
+    from gramx.checkpoint import latest_checkpoint
+
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            checkpoint = latest_checkpoint(run_dir)
+            if checkpoint is not None and int(checkpoint.name.split("-")[1]) >= step:
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.01)
+    finally:
+        proc.wait(timeout=60)
 
 
 def subprocess_env() -> dict:

@@ -58,7 +58,7 @@ def test_plugin_options_checked_by_the_plugin_config(tmp_path, fixture_plugins):
 
 def test_plugin_defaults_are_filled_in(tmp_path, fixture_plugins):
     config = parse_config(run_config(tmp_path), tmp_path)
-    assert config.modalities["vector"].options == {"dim": 8, "hidden": 16, "freeze": False, "delay": 0.0}
+    assert config.modalities["vector"].options == {"dim": 8, "hidden": 16, "freeze": False, "delay": 0.0, "noise": 0.0}
     assert config.modalities["vector"].plugin_config.hidden == 16
 
 
@@ -169,7 +169,7 @@ def test_schema_includes_plugin_options(fixture_plugins):
     schema = config_schema()
     assert {"modalities", "loss", "data", "optim", "eval", "output", "logging", "device"} <= set(schema["properties"])
     vector = schema["properties"]["modalities"]["properties"]["vector"]
-    assert set(vector["properties"]["options"]["properties"]) == {"dim", "hidden", "freeze", "delay"}
+    assert set(vector["properties"]["options"]["properties"]) == {"dim", "hidden", "freeze", "delay", "noise"}
 
 
 def test_cli_config_schema_and_show(tmp_path, fixture_plugins, capsys):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 
 import torch
 import torch.multiprocessing as mp
 import yaml
-from fixture_ddp import global_batch_grads, local_loss_worker, worker
-from fixture_modalities import fixture_plugins, run_config  # noqa: F401
+from fixture_ddp import global_batch_grads, local_loss_worker, train_worker, worker
+from fixture_modalities import fixture_plugins, make_dataset, run_config  # noqa: F401
 from safetensors.torch import load_file
 
 from gramx import distributed as gdist
@@ -84,3 +85,28 @@ def test_the_local_loss_on_two_processes_gives_the_global_gradients(tmp_path, fi
         assert set(single) == set(multi), name
         for key, grad in single.items():
             assert torch.allclose(grad, multi[key], atol=1e-5, rtol=1e-4), (name, key)
+
+
+def test_two_processes_resume_exactly_with_random_loads_workers_and_accumulation(tmp_path, fixture_plugins):
+    """Complete rows (a static DDP graph), accumulation, random augmentation in load, 2 workers per process."""
+    data = run_config(tmp_path, optim={"epochs": 2, "accumulate": 2, "max_steps": None},
+                      output={"checkpoint_every": 1, "keep_checkpoints": 20})
+    data["data"].update(train=str(make_dataset(tmp_path, n=24, name="complete.jsonl")), batch_size=4, workers=2,
+                        val=None)
+    data["modalities"]["vector"] = {"options": {"noise": 0.3}}
+    config_path = tmp_path / "run.yaml"
+    config_path.write_text(yaml.safe_dump(data))
+    mp.spawn(train_worker, args=(2, free_port(), str(config_path), "off"), nprocs=2, join=True)
+    run, resumed = tmp_path / "run", tmp_path / "resumed"
+    shutil.copytree(run, resumed)
+    shutil.rmtree(resumed / "model")
+    for step in range(5, 7):  # the newest left is step 4: epoch 1, mid-way (3 steps per epoch)
+        shutil.rmtree(resumed / "checkpoints" / f"step-{step:08d}")
+    data["output"]["dir"] = str(resumed)
+    config_path.write_text(yaml.safe_dump(data))
+    mp.spawn(train_worker, args=(2, free_port(), str(config_path), "required"), nprocs=2, join=True)
+    a, b = load_file(str(run / "model" / "model.safetensors")), load_file(str(resumed / "model" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    losses = [[json.loads(line).get("loss") for line in (folder / "metrics.jsonl").read_text().splitlines()]
+              for folder in (run, resumed)]
+    assert losses[0] == losses[1] and len(losses[0]) == 7  # six steps and the final record

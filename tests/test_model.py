@@ -44,7 +44,7 @@ def test_save_load_gives_identical_embeddings(tmp_path, model):
     config = json.loads((path / "config.json").read_text())
     assert config["dim"] == 8 and config["modalities"]["point"]["head"]["hidden"] == 12
     assert config["modalities"]["vector"]["plugin"]["name"] == "fixture"
-    assert config["modalities"]["vector"]["config"] == {"dim": 8, "hidden": 16, "freeze": False, "delay": 0.0}
+    assert config["modalities"]["vector"]["config"] == {"dim": 8, "hidden": 16, "freeze": False, "delay": 0.0, "noise": 0.0}
     assert config["modalities"]["vector"]["feature_dim"] == 16
     card = (path / "README.md").read_text()
     assert "| point | fixture | - | 16 | MLP 12 -> 8 |" in card

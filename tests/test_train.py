@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import signal
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 import torch
 import yaml
-from fixture_modalities import BOOT, fixture_plugins, run_config, subprocess_env  # noqa: F401
+from fixture_modalities import BOOT, fixture_plugins, kill_at_checkpoint, run_config, subprocess_env  # noqa: F401
 from safetensors.torch import load_file
 
 import gramx
@@ -136,16 +136,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, fixture_p
     thread = threading.Thread(target=lambda: result.update(model=train(reference_config)))
     thread.start()
     run_dir = tmp_path / "run"
-    deadline = time.monotonic() + 240
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            ckpt = latest_checkpoint(run_dir)
-            if ckpt is not None and int(ckpt.name.split("-")[1]) >= 12:  # past epoch 0's 10 steps
-                proc.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.01)
-    finally:
-        proc.wait(timeout=60)
+    kill_at_checkpoint(proc, run_dir, 12)  # past epoch 0's 10 steps
     out = proc.stdout.read().decode()
     assert proc.returncode == -signal.SIGKILL, out
     assert not (run_dir / "model").exists()
@@ -265,3 +256,48 @@ def test_resume_checks_the_inputs_again(tmp_path, fixture_plugins):
     (tmp_path / "val.jsonl").unlink()
     with pytest.raises(GramxError, match="manifest not found"):
         train(parse_config(data, tmp_path), resume=True)
+
+
+@pytest.mark.parametrize("on_error", ["skip", "raise"])
+def test_a_bad_row_left_over_by_drop_last_is_reported(tmp_path, fixture_plugins, caplog, on_error):
+    """26 rows in batches of 4: rows 25 and 26 never train (drop_last, no shuffle); row 26 is bad all the same."""
+    data = run_config(tmp_path, n=26, data={"on_error": on_error, "shuffle": False}, optim={"epochs": 2})
+    data["data"]["val"] = None
+    (tmp_path / "vec" / "train-25.npy").write_bytes(b"broken")
+    if on_error == "raise":
+        with pytest.raises(DataError, match=r"train.jsonl line 26 \(vector\)"):
+            train(parse_config(data, tmp_path))
+        return
+    with caplog.at_level("WARNING", logger="gramx.train"):
+        model_dir = train(parse_config(data, tmp_path))
+    assert "skipped 1 bad training rows: train.jsonl line 26 (vector)" in caplog.text
+    assert json.loads((model_dir / "config.json").read_text())["training"]["skipped_rows"] == 1
+
+
+def test_resume_latest_starts_fresh_then_continues(tmp_path, fixture_plugins):
+    """``output.resume: latest``: the same command starts a run, and after a kill continues it."""
+    data = run_config(tmp_path, optim={"max_steps": 4}, output={"checkpoint_every": 2, "resume": "latest"})
+    data["data"]["val"] = None
+    first = train(parse_config(data, tmp_path))  # nothing to resume: a fresh start
+    reference = weights(first)
+    for name in ("model", "checkpoints/step-00000004"):  # as if killed after the checkpoint at step 2
+        shutil.rmtree(tmp_path / "run" / name)
+    again = train(parse_config(data, tmp_path))
+    assert all(torch.equal(reference[k], v) for k, v in weights(again).items())
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]
+    data["output"]["resume"] = "off"
+    with pytest.raises(GramxError, match="already holds a run"):
+        train(parse_config(data, tmp_path))
+
+
+def test_resume_latest_on_the_command_line(tmp_path, fixture_plugins):
+    data = run_config(tmp_path, optim={"max_steps": 2})
+    data["data"]["val"] = None
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text(yaml.safe_dump(data))
+    cmd = [sys.executable, "-c", BOOT, "train", str(run_file), "--resume", "latest"]
+    for _ in range(2):  # a fresh start, then a rerun of a finished run that changes nothing
+        result = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=240)
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert "resumed from" in result.stderr
