@@ -22,7 +22,8 @@ from pydantic import Field
 
 from gramx.atomic import check_output
 from gramx.bridge import BridgePools, Projector, fit_projector, pseudo_tuples
-from gramx.config import REFERENCE_HINT, RunConfig, apply_overrides, read_yaml, resolve_paths
+from gramx.config import REFERENCE_HINT, RunConfig
+from gramx.config_files import apply_overrides, read_yaml, resolve_paths
 from gramx.distributed import resolve_device
 from gramx.embed import embed_manifest
 from gramx.errors import ConfigError, GramxError

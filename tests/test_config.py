@@ -10,7 +10,8 @@ import yaml
 from fixture_modalities import fixture_plugins, run_config  # noqa: F401
 
 from gramx.cli import main
-from gramx.config import apply_overrides, config_schema, load_config, parse_config
+from gramx.config import config_schema, load_config, parse_config
+from gramx.config_files import apply_overrides
 from gramx.errors import ConfigError, PluginError
 
 

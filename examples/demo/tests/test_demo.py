@@ -25,7 +25,7 @@ def test_demo_command_is_registered():
     from gramx.cli import build_parser
 
     args = build_parser().parse_args(["demo", "--quick", "-o", "somewhere"])
-    assert args.quick and args.stage == "digits" and callable(args.func)
+    assert args.quick and args.stage == ("digits", "objectives") and callable(args.func)
 
 
 def test_class_prompt_labels_never_overlap():
