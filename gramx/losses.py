@@ -107,18 +107,26 @@ def _none_here(feats: Feats) -> torch.Tensor:
     return sum(f.sum() for f in feats.values()) * 0.0
 
 
-def _symmetric_terms(score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], rows: torch.Tensor,
-                     mine: torch.Tensor | None, smoothing: float) -> torch.Tensor:
-    """Per-sample symmetric cross-entropy over ``rows`` (all, or only those at positions ``mine``).
+def _symmetric_loss(score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], rows: torch.Tensor,
+                    local: torch.Tensor | None, smoothing: float, reducer: Reducer, feats: Feats,
+                    ) -> torch.Tensor | None:
+    """The symmetric cross-entropy over the samples ``rows`` (``None`` when there are none), or this process's share.
 
     ``score(query_rows, candidate_rows)`` gives logits; the row direction scores a sample's
-    anchor against every tuple, the column direction its tuple against every anchor.
+    anchor against every tuple, the column direction its tuple against every anchor. With
+    ``local`` only this process's samples are queries, against every candidate.
     """
+    if rows.numel() == 0:
+        return None
+    mine = _mine(rows, local)
     if mine is None:
-        return symmetric_cross_entropy(score(rows, rows), smoothing)
+        return reducer(symmetric_cross_entropy(score(rows, rows), smoothing))
+    if mine.numel() == 0:
+        return _none_here(feats)
     forward, backward = score(rows[mine], rows), score(rows, rows[mine]).T
-    return (F.cross_entropy(forward, mine, reduction="none", label_smoothing=smoothing)
-            + F.cross_entropy(backward, mine, reduction="none", label_smoothing=smoothing)) / 2
+    per = (F.cross_entropy(forward, mine, reduction="none", label_smoothing=smoothing)
+           + F.cross_entropy(backward, mine, reduction="none", label_smoothing=smoothing)) / 2
+    return _share(per, reducer, mine, rows.numel())
 
 
 def anchor_volumes(feats: Feats, masks: Masks, anchor: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -176,16 +184,11 @@ class GramLoss(nn.Module):
         t = self.temperature()
         losses = []
         for anchor in self.anchors(feats):
-            rows = self.distance.rows(feats, masks, anchor)
-            if rows.numel() == 0:
-                continue
-            mine = _mine(rows, local)
-            if mine is not None and mine.numel() == 0:
-                losses.append(_none_here(feats))
-                continue
-            per = _symmetric_terms(lambda a, b: -self.distance(feats, masks, anchor, a, b) / t, rows, mine,
-                                   self.label_smoothing)
-            losses.append(_share(per, self.reducer, mine, rows.numel()))
+            loss = _symmetric_loss(lambda a, b: -self.distance(feats, masks, anchor, a, b) / t,
+                                   self.distance.rows(feats, masks, anchor), local, self.label_smoothing,
+                                   self.reducer, feats)
+            if loss is not None:
+                losses.append(loss)
         if not losses:
             raise NothingToContrast("no sample in the batch has an anchor and another modality")
         return torch.stack(losses).mean()
@@ -328,15 +331,10 @@ class PairwiseInfoNCE(nn.Module):
         losses = []
         for a, b in self.pairs(feats):
             rows = (present(feats, masks, a) & present(feats, masks, b)).nonzero().squeeze(1)
-            if rows.numel() == 0:
-                continue
-            mine = _mine(rows, local)
-            if mine is not None and mine.numel() == 0:
-                losses.append(_none_here(feats))
-                continue
-            per = _symmetric_terms(lambda q, c: self.distance(feats[a][q].float(), feats[b][c].float()) / t, rows,
-                                   mine, self.label_smoothing)
-            losses.append(_share(per, self.reducer, mine, rows.numel()))
+            loss = _symmetric_loss(lambda q, c: self.distance(feats[a][q].float(), feats[b][c].float()) / t, rows,
+                                   local, self.label_smoothing, self.reducer, feats)
+            if loss is not None:
+                losses.append(loss)
         if not losses:
             raise NothingToContrast("no sample in the batch has both modalities of any pair")
         return torch.stack(losses).mean()

@@ -44,22 +44,29 @@ def global_batch_grads(config_path: str, rows: list[int], world: int) -> dict[st
     return grads
 
 
-def worker(rank: int, world: int, port: int, config_path: str, out: str) -> None:
-    """One torchrun-like process: env:// rendezvous, gradient check, then a short DDP training run."""
+def join(rank: int, world: int, port: int):
+    """Become process ``rank`` of ``world`` on this machine (the fixture plugin only, one thread): its context."""
     sys.path.insert(0, str(HERE))
     import fixture_modalities
+
+    from gramx import distributed as gdist
 
     fixture_modalities.install()
     torch.set_num_threads(1)
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    return gdist.init_distributed("cpu")
+
+
+def worker(rank: int, world: int, port: int, config_path: str, out: str) -> None:
+    """One torchrun-like process: env:// rendezvous, gradient check, then a short DDP training run."""
     from safetensors.torch import save_file
 
     from gramx import distributed as gdist
     from gramx.config import load_config
     from gramx.train import train
 
-    ctx = gdist.init_distributed("cpu")
+    ctx = join(rank, world, port)
     assert ctx.world_size == world and ctx.rank == rank
     assert torch.distributed.get_backend() == "gloo"
     # the global batch is rows 0..7; the processes hold 5 and 3 rows (unequal on purpose)
@@ -76,18 +83,11 @@ def worker(rank: int, world: int, port: int, config_path: str, out: str) -> None
 
 def local_loss_worker(rank: int, world: int, port: int, config_paths: list[str], out: str) -> None:
     """One process of a local-loss run: the gradients of each config's loss on its share of rows 0..7."""
-    sys.path.insert(0, str(HERE))
-    import fixture_modalities
-
-    fixture_modalities.install()
-    torch.set_num_threads(1)
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     from safetensors.torch import save_file
 
     from gramx import distributed as gdist
 
-    gdist.init_distributed("cpu")
+    join(rank, world, port)
     split = [list(range(0, 3)), list(range(3, 8))]  # unequal shares on purpose
     for path in config_paths:
         grads = global_batch_grads(path, split[rank], world)
@@ -102,17 +102,10 @@ def train_worker(rank: int, world: int, port: int, config_path: str, resume: str
     import multiprocessing
 
     multiprocessing.set_start_method("fork", force=True)  # DataLoader workers as under torchrun, not spawned
-    sys.path.insert(0, str(HERE))
-    import fixture_modalities
-
-    fixture_modalities.install()
-    torch.set_num_threads(1)
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     from gramx import distributed as gdist
     from gramx.config import load_config
     from gramx.train import train
 
-    gdist.init_distributed("cpu")
+    join(rank, world, port)
     train(load_config(config_path), resume=resume)
     gdist.cleanup()
