@@ -7,7 +7,8 @@
 #   device run, carry [".gpu"]:  bash scripts/gpu-check.sh
 #
 # Also works on any CUDA machine with gramx installed (it then skips the installs). A dry run
-# of the plumbing on a CPU, at tiny sizes: GPU_CHECK_DEVICE=cpu GPU_CHECK_QUICK=1 bash scripts/gpu-check.sh
+# of the plumbing on a CPU, at tiny sizes:
+#   PYTHON=.venv/bin/python GPU_CHECK_DEVICE=cpu GPU_CHECK_QUICK=1 bash scripts/gpu-check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-check-out}
