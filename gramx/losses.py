@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gramx.distances import AreaDistance, RegularisedVolume, TupleDistance, VolumeDistance, present
+from gramx.distances import AreaDistance, TupleDistance, VolumeDistance, present
 from gramx.errors import GramxError
 from gramx.similarity import multilinear_product
 
@@ -43,8 +43,6 @@ __all__ = [
     "DataAnchorMatching",
     "symmetric_cross_entropy",
     "anchor_volumes",
-    "anchor_areas",
-    "regularised_volumes",
 ]
 
 Feats = Mapping[str, torch.Tensor]
@@ -136,16 +134,6 @@ def anchor_volumes(feats: Feats, masks: Masks, anchor: str) -> tuple[torch.Tenso
     missing other modalities are left out of its tuple.
     """
     return VolumeDistance().matrix(feats, masks, anchor)
-
-
-def regularised_volumes(feats: Feats, masks: Masks, anchor: str, weight: float = 1.0):
-    """``(volume - weight * anchor cosines [n, n], rows [n])`` (:class:`~gramx.distances.RegularisedVolume`)."""
-    return RegularisedVolume(weight).matrix(feats, masks, anchor)
-
-
-def anchor_areas(feats: Feats, masks: Masks, anchor: str, squared: bool = True):
-    """``(triangle areas [n, n], rows [n])`` over the samples with all three modalities present."""
-    return AreaDistance(squared).matrix(feats, masks, anchor)
 
 
 class GramLoss(nn.Module):

@@ -397,11 +397,11 @@ def test_symile_masks_equal_dropping_the_missing_modality(gen):
 
 def test_regularised_volumes_subtract_the_anchors_cosines(gen):
     from gramx.distances import RegularisedVolume
-    from gramx.losses import anchor_volumes, regularised_volumes
+    from gramx.losses import anchor_volumes
 
     feats = batch(["text", "video", "audio"], 5, 8, gen)
     volumes, rows = anchor_volumes(feats, None, "text")
-    regularised, _ = regularised_volumes(feats, None, "text", weight=0.5)
+    regularised, _ = RegularisedVolume(0.5).matrix(feats, None, "text")
     cosines = feats["text"] @ feats["video"].T + feats["text"] @ feats["audio"].T
     torch.testing.assert_close(regularised, volumes - 0.5 * cosines)
     loss = GramLoss(anchor="text", temperature=0.1, distance=RegularisedVolume(0.5))
