@@ -7,7 +7,8 @@ from gramx.modality import Modality
 from gramx.model import GramxModel, load_model
 from gramx.plugins import available_modalities, get_modality, register_plugin
 from gramx.version import __version__
-from gramx.volume import VolumeIndex, gram_volume, merge_topk, volume_matrix, volume_topk
+from gramx.topk import merge_topk
+from gramx.volume import VolumeIndex, gram_volume, volume_matrix, volume_topk
 
 __all__ = [
     "ConfigError",

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from gramx.volume import CUDA_BLOCK_ELEMENTS, VolumeIndex, merge_topk, safe_sqrt
+from gramx.topk import RunningTopk
+from gramx.volume import CUDA_BLOCK_ELEMENTS, VolumeIndex, safe_sqrt
 
 __all__ = ["triangle_area", "area_matrix", "AreaIndex", "multilinear_product", "mip_matrix", "ProductIndex",
            "Score", "SCORES", "score_matrix"]
@@ -75,20 +76,13 @@ def _check_tuples(c: torch.Tensor, m: int | None = None) -> None:
         raise ValueError(f"candidates must be {want}, got shape {tuple(c.shape)}")
 
 
-def _chunked_search(scores_of: Callable[[int, int], torch.Tensor], count: int, num_queries: int, k: int,
+def _chunked_search(scores_of: Callable[[int, int], torch.Tensor], count: int, q: torch.Tensor, k: int,
                     step: int, largest: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Running top-k over candidate chunks: ``scores_of(start, stop) -> [Nq, stop - start]``."""
-    sign = -1 if largest else 1  # merge_topk keeps the smallest
-    best = None
+    best = RunningTopk(k, largest)
     for start in range(0, count, step):
-        stop = min(start + step, count)
-        values = sign * scores_of(start, stop)
-        top, idx = values.topk(min(k, stop - start), dim=1, largest=False, sorted=best is None)
-        part = (top, idx + start)
-        best = part if best is None else merge_topk([best, part], k)
-    if best is None:
-        return torch.empty(num_queries, 0), torch.empty(num_queries, 0, dtype=torch.long)
-    return sign * best[0], best[1]
+        best.add(scores_of(start, min(start + step, count)))
+    return best.result(q.shape[0], q)
 
 
 #: Elements of the ``[Nq, chunk]`` score blocks per chunk on CPUs: small enough that the
@@ -149,7 +143,7 @@ class AreaIndex:
         """The ``k`` smallest areas per query and their candidate indices."""
         q = self._queries(queries)
         step = _chunk(q.shape[0], 2, block_elements, q.device)
-        return _chunked_search(lambda s, e: self._scores(q, s, e), len(self), q.shape[0], k, step, False)
+        return _chunked_search(lambda s, e: self._scores(q, s, e), len(self), q, k, step, False)
 
 
 def area_matrix(q: torch.Tensor, c: torch.Tensor, squared: bool = False) -> torch.Tensor:
@@ -203,7 +197,7 @@ class ProductIndex:
         """The ``k`` largest scores per query and their candidate indices."""
         q = queries.to(self.vectors.dtype)
         step = _chunk(queries.shape[0], 1, block_elements, queries.device)
-        return _chunked_search(lambda s, e: q @ self.vectors[s:e].T, len(self), q.shape[0], k, step, True)
+        return _chunked_search(lambda s, e: q @ self.vectors[s:e].T, len(self), q, k, step, True)
 
 
 def mip_matrix(q: torch.Tensor, c: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

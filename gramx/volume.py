@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from gramx.topk import RunningTopk
 from gramx.volume_kernel import fused_available, fused_volumes
 
 __all__ = [
@@ -29,7 +30,6 @@ __all__ = [
     "volume_matrix",
     "volume_topk",
     "VolumeIndex",
-    "merge_topk",
 ]
 
 #: Elements of the ``[Nq, chunk, m]`` projection block kept in memory at once, per device
@@ -322,8 +322,8 @@ class VolumeIndex:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``k`` smallest volumes per query and their candidate indices, ``[Nq, k]`` each.
 
-        Memory stays bounded by ``block_elements`` whatever the number of candidates:
-        each chunk's top-k is merged into a running top-k.
+        Memory stays bounded by ``block_elements`` (and a ``[Nq, TOPK_WIDTH]`` block, see
+        :mod:`gramx.topk`) whatever the number of candidates: a running top-k keeps the best.
         """
         self._check_queries(queries)
         k = min(k, len(self))
@@ -331,31 +331,14 @@ class VolumeIndex:
         with _full_precision(queries.device):
             q, q_norm2 = self._prepare_queries(queries)
             step = self._chunk_size(q.shape[0], block_elements)
-            best = None
+            best = RunningTopk(k)
             for start in range(0, len(self), step):
                 stop = min(start + step, len(self))
                 if fused is None:  # candidate-major [n, Nq]; its transpose is a free view
-                    vols = self._chunk_volumes(q, q_norm2, start, stop, False).T
+                    best.add(self._chunk_volumes(q, q_norm2, start, stop, False).T)
                 else:
-                    vols = fused_volumes(fused[0], fused[1][start:stop], self.volume[start:stop])
-                values, idx = vols.topk(min(k, stop - start), dim=1, largest=False, sorted=best is None)
-                chunk_best = (values, idx + start)
-                best = chunk_best if best is None else merge_topk([best, chunk_best], k)
-            if best is None:
-                empty = q.new_empty(q.shape[0], 0)
-                return empty, empty.long()
-            return best
-
-
-def merge_topk(parts: list[tuple[torch.Tensor, torch.Tensor]], k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Merge per-shard ``(volumes, indices)`` top-k lists into the global ``k`` smallest.
-
-    Indices must already be global (offset by each shard's start).
-    """
-    values = torch.cat([v for v, _ in parts], dim=1)
-    indices = torch.cat([i for _, i in parts], dim=1)
-    top, pos = values.topk(min(k, values.shape[1]), dim=1, largest=False)
-    return top, indices.gather(1, pos)
+                    best.add(fused_volumes(fused[0], fused[1][start:stop], self.volume[start:stop]))
+            return best.result(q.shape[0], q)
 
 
 def volume_matrix(

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 import gramx
-from gramx.volume import VolumeIndex, gram_volume, merge_topk, volume_matrix, volume_topk
+from gramx.topk import merge_topk
+from gramx.volume import VolumeIndex, gram_volume, volume_matrix, volume_topk
 
 
 def reference_volume(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
