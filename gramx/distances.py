@@ -78,7 +78,8 @@ class RegularisedVolume(VolumeDistance):
     """``volume(anchor_i, others_j) - weight * sum_o cos(anchor_i, o_j)``: cosine-regularised volume logits.
 
     The cosine terms give the logits the sign and the slope that the volume alone lacks at a
-    random start (where all vectors are nearly orthogonal), so GRAM can train from scratch.
+    random start (where all vectors are nearly orthogonal), so GRAM can train from scratch
+    when every modality anchors in turn (weight 2 on the digits, see BENCHMARKS.md).
     Missing other modalities add no cosine term.
     """
 

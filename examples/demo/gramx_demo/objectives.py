@@ -32,7 +32,7 @@ OBJECTIVES = {
     "pairwise all pairs": ["loss.type=pairwise_all"],
     "GRAM": ["loss.type=gram", "loss.anchor=text"],
     "GRAM + warm-up": ["loss.type=gram", "loss.anchor=all", "loss.pairwise_warmup=200"],
-    "GRAM cosine-regularised": ["loss.type=gram", "loss.anchor=text", "loss.cosine_weight=1.0"],
+    "GRAM cosine-regularised": ["loss.type=gram", "loss.anchor=all", "loss.cosine_weight=2.0"],
     "GRAM + 0.5 pairwise": ["loss.type=gram", "loss.anchor=text", "loss.pairwise_weight=0.5"],
     "TRIANGLE": ["loss.type=triangle", "loss.anchor=text"],
     "Symile": ["loss.type=symile"],
