@@ -16,8 +16,9 @@ keys allowed there. The options of a modality are validated by that modality's o
 class (from its plugin).
 
 One rule for relative paths: a path written in a file (manifests, class lists, the output
-folder, models of a bridge file) resolves against that file's folder; a path typed on the
-command line (``--set data.val=x.jsonl``, arguments) against the working folder.
+folder, models of a bridge file, a plugin's path options) resolves against that file's
+folder; a path typed on the command line (``--set data.val=x.jsonl``, arguments) against the
+working folder (see :mod:`gramx.config_files`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
 
-from gramx.config_files import apply_overrides, read_yaml, resolve_paths
+from gramx.config_files import PathKind, apply_overrides, path_kind, read_yaml, resolve_paths
 from gramx.errors import ConfigError
 from gramx.objective import LOSS_TYPES, loss_type
 from gramx.plugins import available_modalities, get_modality
@@ -277,7 +278,7 @@ class RunConfig(Section):
 # --------------------------------------------------------------------------- loading
 
 
-def _validate_plugin_options(config: RunConfig) -> None:
+def _validate_plugin_options(config: RunConfig, base: str | Path) -> None:
     kind = loss_type(config.loss.type)
     if kind.check is not None and config.loss.type not in LOSS_TYPES:
         try:
@@ -290,7 +291,15 @@ def _validate_plugin_options(config: RunConfig) -> None:
             modality.config, entry.options, "invalid config", ("modalities", name, "options"),
             hint=f"the options of {name!r} are defined by its plugin; {REFERENCE_HINT}",
         )
+        resolve_paths(entry._plugin_config, base)
         entry.options = entry._plugin_config.model_dump(mode="json")
+
+
+def _run_path_kind(parts: list[str]) -> PathKind:
+    """The path kind of a run file's key; ``modalities.NAME.options.KEY`` asks the plugin's config class."""
+    if len(parts) > 3 and parts[0] == "modalities" and parts[2] == "options" and parts[1] in available_modalities():
+        return path_kind(get_modality(parts[1]).config, parts[3:])
+    return path_kind(RunConfig, parts)
 
 
 def parse_config(data: Any, base: str | Path = ".", plugins: bool = True) -> RunConfig:
@@ -304,7 +313,7 @@ def parse_config(data: Any, base: str | Path = ".", plugins: bool = True) -> Run
     config = validate(RunConfig, data, "invalid config", hint=REFERENCE_HINT)
     resolve_paths(config, base)
     if plugins:
-        _validate_plugin_options(config)
+        _validate_plugin_options(config, base)
     return config
 
 
@@ -313,7 +322,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None, plugins: b
     data = read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a run config must be a mapping of sections")
-    apply_overrides(data, overrides or [], RunConfig)
+    apply_overrides(data, overrides or [], _run_path_kind)
     try:
         return parse_config(data, Path(path).parent, plugins=plugins)
     except ConfigError as exc:

@@ -23,7 +23,7 @@ from pydantic import Field
 from gramx.atomic import check_output
 from gramx.bridge import BridgePools, Projector, fit_projector, pseudo_tuples
 from gramx.config import REFERENCE_HINT, RunConfig
-from gramx.config_files import apply_overrides, read_yaml, resolve_paths
+from gramx.config_files import apply_overrides, path_kind, read_yaml, resolve_paths
 from gramx.distributed import resolve_device
 from gramx.embed import embed_manifest
 from gramx.errors import ConfigError, GramxError
@@ -132,7 +132,7 @@ def load_bridge_config(path: str | Path, overrides: list[str] | None = None) -> 
     folder, those given with ``--set`` against the working folder.
     """
     path = Path(path)
-    data = apply_overrides(read_yaml(path), overrides or [], BridgeConfig)
+    data = apply_overrides(read_yaml(path), overrides or [], lambda parts: path_kind(BridgeConfig, parts))
     config = validate(BridgeConfig, data, f"{path}: invalid bridge config", hint=REFERENCE_HINT)
     resolve_paths(config, path.parent)
     return config

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import BaseModel
 from fixture_modalities import fixture_plugins, run_config  # noqa: F401
 
+import gramx
 from gramx.cli import main
 from gramx.config import config_schema, load_config, parse_config
-from gramx.config_files import apply_overrides
+from gramx.config_files import NameOrPath, apply_overrides
 from gramx.errors import ConfigError, PluginError
 
 
@@ -133,6 +135,43 @@ def test_one_rule_for_relative_paths_files_against_their_folder_command_line_aga
     assert config.data.val == elsewhere / "val.jsonl"
     assert config.eval.classes == Path.home() / "classes.txt"
     assert config.data.train == (tmp_path / "train.jsonl").resolve()
+
+
+class PathOptions(BaseModel):
+    """A plugin's options that hold a path and a name-or-path."""
+
+    vocabulary: Path | None = None
+    source: NameOrPath = "builtin"
+
+
+class PathOptionsPlugin:
+    @gramx.hookimpl
+    def gramx_register_modalities(self, register):
+        register(gramx.Modality(name="tagged", load=str, build_encoder=lambda cfg: None, config=PathOptions,
+                                value_is_path=False))
+
+
+def test_plugin_path_options_follow_the_same_rule(tmp_path, fixture_plugins, monkeypatch):
+    fixture_plugins.register_plugin(PathOptionsPlugin(), name="path-options")
+    data = run_config(tmp_path)
+    (tmp_path / "encoders").mkdir()
+    data["modalities"]["tagged"] = {"options": {"vocabulary": "words.txt", "source": "encoders"}}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    path = write(tmp_path, data)
+    options = load_config(path).modalities["tagged"].options
+    assert options["vocabulary"] == str(tmp_path / "words.txt")  # written in the file: beside the file
+    assert options["source"] == str(tmp_path / "encoders")  # a name or a path: exists beside the file
+    options = load_config(path, ["modalities.tagged.options.vocabulary=mine.txt",
+                                 "modalities.tagged.options.source=./typed"]).modalities["tagged"].options
+    assert options["vocabulary"] == str(elsewhere / "mine.txt")  # typed on the command line: the working folder
+    assert options["source"] == str(elsewhere / "typed")
+    for name in ("org/model-id", "builtin"):  # names stay names
+        data["modalities"]["tagged"]["options"] = {"source": name}
+        assert load_config(write(tmp_path, data)).modalities["tagged"].options["source"] == name
+        typed = load_config(path, [f"modalities.tagged.options.source={name}"])
+        assert typed.modalities["tagged"].options["source"] == name
 
 
 def test_a_bridge_file_resolves_every_path_against_its_folder(tmp_path, monkeypatch):

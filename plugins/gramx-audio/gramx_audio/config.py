@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -50,8 +51,8 @@ class AudioConfig(BaseModel):
     spec_augment: bool = Field(True, description="cnn: SpecAugment time/frequency masks in training mode")
     freq_mask: int = Field(8, ge=0, description="cnn: widest frequency mask (mel bands)")
     time_mask: int = Field(10, ge=0, description="cnn: widest time mask (frames)")
-    model_path: str | None = Field(
-        None, description="hf: local directory of a transformers audio model (wav2vec2, HuBERT, AST, ...)"
+    model_path: Path | None = Field(
+        None, description="hf: local directory of a transformers audio model (wav2vec2, HuBERT, AST, ...); relative: to the run file's folder"
     )
     freeze: bool = Field(False, description="hf: keep the pretrained weights fixed")
     output: Literal["pooled", "projected"] = Field(

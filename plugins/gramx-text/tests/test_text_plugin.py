@@ -195,3 +195,25 @@ def test_runs_through_the_host(tmp_path):
     """Discovered through its entry point, trained two steps (bundled MiniLM), saved and loaded."""
     run = run_in_host("text", tmp_path, distribution="gramx-text")
     assert run.status.modalities == ["text"] and run.embeddings.shape == (4, 8)
+
+
+def test_a_model_folder_in_a_run_file_resolves_against_the_file(tmp_path, tiny_bert, monkeypatch):
+    """`model: encoders/bert` in runs/run.yaml is runs/encoders/bert, wherever gramx runs."""
+    import shutil
+
+    import yaml
+
+    from gramx.config import load_config
+
+    folder = tmp_path / "runs"
+    shutil.copytree(tiny_bert, folder / "encoders" / "bert")
+    run = {"modalities": {"text": {"options": {"model": "encoders/bert", "max_length": 16}}, "subtitles": {}},
+           "data": {"train": "train.jsonl"}}
+    (folder / "run.yaml").write_text(yaml.safe_dump(run))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    options = load_config(folder / "run.yaml").modalities["text"].options
+    assert options["model"] == str(folder / "encoders" / "bert")
+    assert embed(["one"], TextConfig(**options)).shape == (1, 32)
+    typed = load_config(folder / "run.yaml", ["modalities.text.options.model=all-MiniLM-L6-v2"])
+    assert typed.modalities["text"].options["model"] == "all-MiniLM-L6-v2"  # a name stays a name

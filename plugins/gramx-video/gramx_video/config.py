@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -34,8 +35,8 @@ class FrameConfig(BaseModel):
         description="random affine jitter (rotation, scale, shift) and brightness/contrast in training mode; "
         "never flips",
     )
-    model_path: str | None = Field(
-        None, description="hf: local directory of a transformers vision model (ViT, CLIP, DINOv2, ResNet, ...)"
+    model_path: Path | None = Field(
+        None, description="hf: local directory of a transformers vision model (ViT, CLIP, DINOv2, ResNet, ...); relative: to the run file's folder"
     )
     freeze: bool = Field(False, description="hf: keep the pretrained weights fixed")
     output: Literal["pooled", "projected"] = Field(
