@@ -52,15 +52,20 @@ def _name_or_path(value: str, base: Path) -> str:
     return value
 
 
+def _without_none(annotation: Any) -> Any:
+    """``X`` for ``X | None``; any other annotation as it is."""
+    arms = [a for a in typing.get_args(annotation) if a is not type(None)]
+    is_union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    return arms[0] if is_union and len(arms) == 1 else annotation
+
+
 def _kind(annotation: Any, metadata: list) -> PathKind:
     """The path kind of a field from its annotation and metadata (optional fields count)."""
     if any(m is NAME_OR_PATH for m in metadata):
         return "name_or_path"
-    arms = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(arms) == 1:
-        annotation = arms[0]
-        if typing.get_origin(annotation) is Annotated:
-            return _kind(typing.get_args(annotation)[0], list(annotation.__metadata__))
+    annotation = _without_none(annotation)
+    if typing.get_origin(annotation) is Annotated:
+        return _kind(typing.get_args(annotation)[0], list(annotation.__metadata__))
     if annotation is Path or (typing.get_origin(annotation) is dict and typing.get_args(annotation)[1] is Path):
         return "path"
     return None
@@ -98,9 +103,7 @@ def path_kind(model: type[BaseModel], parts: list[str]) -> PathKind:
             kind = "path" if current is Path else None
         else:
             return None
-        arms = [a for a in typing.get_args(current) if a is not type(None)]
-        if typing.get_origin(current) in (typing.Union, types.UnionType) and len(arms) == 1:
-            current = arms[0]
+        current = _without_none(current)
     return kind
 
 
