@@ -118,7 +118,8 @@ def cmd_extend_bridge(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """Write a self-contained copy of a model directory, for sharing."""
     check_output(args.output, MODEL_DIR, args.overwrite)  # before loading the model
-    path = load_model(args.model).save_pretrained(args.output, overwrite=args.overwrite, self_contained=True)
+    model = load_model(args.model, modalities=_modalities(args))
+    path = model.save_pretrained(args.output, overwrite=args.overwrite, self_contained=True)
     print(f"self-contained model written to {path}")
     return 0
 
@@ -166,8 +167,12 @@ def _print_report(report: dict) -> None:
                      ["zero-shot", "accuracy %"])
 
 
+def _modalities(args: argparse.Namespace) -> list[str] | None:
+    return [name.strip() for name in args.modalities.split(",")] if args.modalities else None
+
+
 def _model(args: argparse.Namespace):
-    return load_model(args.model, device=args.device or "auto")
+    return load_model(args.model, device=args.device or "auto", modalities=_modalities(args))
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -225,7 +230,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise GramxError("--query-file needs --query-modality NAME (the file's modality, e.g. audio)")
     names = [m.strip() for m in args.modality.split(",") if m.strip()] if args.modality else None
     candidates = index.candidates(qmod, names)
-    model = _model(args)
+    model = load_model(args.model, device=args.device or "auto", modalities=[qmod])  # the query's tower only
     value = args.query if args.query is not None else str(Path(args.query_file).resolve())
     score_name, hits = index.query(model, value, qmod, candidates, k=args.k)
     if args.json:
@@ -287,10 +292,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="continue from the newest checkpoint; `--resume latest` starts fresh when there is "
                        "none (the run file's output.resume)")
 
+    def modalities_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--modalities", metavar="A,B", help="load only these modalities of the model (their "
+                       "plugins alone need to be installed); default: all")
+
     def model_options(p: argparse.ArgumentParser, loading: bool = True) -> None:
         p.add_argument("model", metavar="MODEL", help="model directory")
         p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
         if loading:
+            modalities_option(p)
             p.add_argument("manifest", metavar="MANIFEST", help="JSONL or CSV manifest")
             p.add_argument("--batch-size", type=int, default=64, help="rows per batch (default 64)")
             p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
@@ -326,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "folders the model references are copied into it")
     export.add_argument("--overwrite", action="store_true", help="replace the output even if it is not a model "
                         "directory (default: refuse)")
+    modalities_option(export)
 
     config = group("config", "run configuration: reference, schema and resolved view")
     command(config, "reference", "print every key of run and bridge files (Markdown)", cmd_config_reference)

@@ -313,7 +313,8 @@ class GramxModel(nn.Module):
         """Load the weights of a model directory (or checkpoint) saved from this configuration.
 
         Every key must be there except the frozen pretrained weights its references cover,
-        which the encoders already loaded from the checked folders.
+        which the encoders already loaded from the checked folders. The weights of saved
+        modalities this model leaves out (see :meth:`from_pretrained`) are not read.
         """
         saved = read_model_config(path).modalities
         referenced = set()
@@ -321,13 +322,23 @@ class GramxModel(nn.Module):
             refs = saved[name].pretrained if name in saved else []
             tracker.check(refs)
             referenced |= {f"encoders.{name}.{key}" for key in tracker.referenced(refs)}
-        state = read_weights(path, set(self.state_dict()), device=str(self.device), referenced=referenced)
+        left_out = tuple(f"{part}.{name}." for name in set(saved) - set(self.modalities)
+                         for part in ("encoders", "heads", "bridges"))
+        state = read_weights(path, set(self.state_dict()), device=str(self.device), referenced=referenced,
+                             left_out=left_out)
         self.load_state_dict(state, strict=False)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | torch.device | None = None) -> GramxModel:
-        """Rebuild a saved model through its plugins and load its weights (see :meth:`load_weights`)."""
+    def from_pretrained(cls, path: str | Path, device: str | torch.device | None = None,
+                        modalities: Sequence[str] | None = None) -> GramxModel:
+        """Rebuild a saved model through its plugins and load its weights (see :meth:`load_weights`).
+
+        ``modalities``: build and load only these (their plugins alone need to be installed);
+        their embeddings are exactly those of the whole model.
+        """
         config = read_model_config(path)
+        if modalities is not None:
+            config.modalities = {name: config.modalities[name] for name in _known(modalities, config, path)}
         for name, spec in config.modalities.items():
             spec.pretrained, spec.config = resolve_refs(name, spec.pretrained, spec.config, path)
         model = cls(config)
@@ -338,6 +349,19 @@ class GramxModel(nn.Module):
         return model.eval()
 
 
-def load_model(path: str | Path, device: str | torch.device | None = None) -> GramxModel:
-    """Load a model directory written by :meth:`GramxModel.save_pretrained` (or ``gramx train``)."""
-    return GramxModel.from_pretrained(path, device=device)
+def _known(modalities: Sequence[str], config: ModelConfig, path: str | Path) -> list[str]:
+    """``modalities`` checked against the saved model's."""
+    unknown = [name for name in modalities if name not in config.modalities]
+    if unknown or not modalities:
+        raise GramxError(f"{path}: the model has no modality {', '.join(map(repr, unknown))}" if unknown
+                         else f"{path}: no modality to load", hint=f"its modalities: {', '.join(config.modalities)}")
+    return list(dict.fromkeys(modalities))
+
+
+def load_model(path: str | Path, device: str | torch.device | None = None,
+               modalities: Sequence[str] | None = None) -> GramxModel:
+    """Load a model directory written by :meth:`GramxModel.save_pretrained` (or ``gramx train``).
+
+    ``modalities``: load only these (see :meth:`GramxModel.from_pretrained`).
+    """
+    return GramxModel.from_pretrained(path, device=device, modalities=modalities)

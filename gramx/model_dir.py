@@ -27,7 +27,8 @@ from typing import Any, Literal
 
 import torch
 from pydantic import Field
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from gramx.atomic import Artefact, atomic_directory
@@ -157,12 +158,16 @@ def read_model_config(path: str | Path) -> ModelConfig:
 
 
 def read_weights(path: str | Path, expected: set[str], device: str = "cpu",
-                 referenced: set[str] = frozenset()) -> dict[str, torch.Tensor]:
-    """The weights of the model directory ``path``: the ``expected`` keys, except ``referenced`` ones it may leave out."""
+                 referenced: set[str] = frozenset(), left_out: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """The weights of the model directory ``path``: the ``expected`` keys, except ``referenced`` ones it may leave out.
+
+    Keys starting with a prefix in ``left_out`` (modalities not loaded) are not read.
+    """
     weights = Path(path) / WEIGHTS_NAME
     if not weights.is_file():
         raise GramxError(f"{path}: missing {WEIGHTS_NAME}")
-    state = load_file(str(weights), device=device)
+    with safe_open(str(weights), framework="pt", device=device) as f:
+        state = {key: f.get_tensor(key) for key in f.keys() if not key.startswith(left_out)}
     missing, unexpected = expected - set(state) - referenced, set(state) - expected
     if missing or unexpected:
         raise GramxError(

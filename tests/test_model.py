@@ -125,3 +125,51 @@ def test_embed_manifest_raise_and_skip(tmp_path, model):
     log = ErrorLog()
     emb = model.embed_manifest(tmp_path / "train.jsonl", on_error="skip", error_log=log)
     assert len(emb) == 23 and "r4" not in emb.ids and log.count == 1
+
+
+class SonarPlugin:
+    """A plugin that is installed when the model is saved and missing when it is loaded."""
+
+    @gramx.hookimpl
+    def gramx_register_modalities(self, register):
+        from fixture_modalities import VectorConfig, VectorEncoder, load_vector
+
+        register(gramx.Modality(name="sonar", load=load_vector, build_encoder=VectorEncoder, config=VectorConfig))
+
+
+def test_loading_only_some_modalities_needs_only_their_plugins(tmp_path, fixture_plugins, capsys):
+    import fixture_modalities
+
+    from gramx.cli import main
+
+    fixture_plugins.register_plugin(SonarPlugin(), name="sonar")
+    data = run_config(tmp_path)
+    data["modalities"]["sonar"] = {}
+    torch.manual_seed(0)
+    path = GramxModel.from_run_config(parse_config(data, tmp_path)).save_pretrained(tmp_path / "model")
+    full = gramx.load_model(path).embed_manifest(tmp_path / "val.jsonl")
+    assert main(["embed", str(path), str(tmp_path / "val.jsonl"), "-o", str(tmp_path / "index")]) == 0
+
+    fixture_plugins.reset()  # the sonar plugin is gone
+    fixture_plugins.register_plugin(fixture_modalities, name="fixture")
+    with pytest.raises(PluginError, match="sonar"):
+        gramx.load_model(path)
+    some = gramx.load_model(path, modalities=["text", "vector"])
+    assert set(some.encoders) == set(some.heads) == {"text", "vector"}
+    part = some.embed_manifest(tmp_path / "val.jsonl")
+    for name in ("text", "vector"):
+        assert torch.equal(part.feats[name], full.feats[name])
+    with pytest.raises(GramxError, match="no modality 'audio'") as exc:
+        gramx.load_model(path, modalities=["text", "audio"])
+    assert "sonar" in exc.value.hint
+    # the CLI: search loads the query's tower only; eval and export take --modalities
+    capsys.readouterr()
+    assert main(["search", str(path), "--index", str(tmp_path / "index"), "--query", "the digit two",
+                 "--modality", "vector", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"]
+    assert main(["eval", str(path), str(tmp_path / "val.jsonl"), "--modalities", "text,vector", "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out)["retrieval"]) == {"text->vector", "vector->text"}
+    assert main(["export", str(path), "-o", str(tmp_path / "smaller"), "--modalities", "vector,text"]) == 0
+    assert set(json.loads((tmp_path / "smaller" / "config.json").read_text())["modalities"]) == {"vector", "text"}
+    smaller = gramx.load_model(tmp_path / "smaller").embed_manifest(tmp_path / "val.jsonl")
+    assert torch.equal(smaller.feats["vector"], full.feats["vector"])
