@@ -95,10 +95,23 @@ def _looks_like_path(name: str) -> bool:
     )
 
 
+def _cached_snapshot(model_id: str) -> str | None:
+    """The local Hugging Face cache's folder of ``model_id`` (its ``main`` revision), or None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        config_file = try_to_load_from_cache(model_id, "config.json")
+    except ValueError:  # not a valid repository id
+        return None
+    return str(Path(config_file).parent) if isinstance(config_file, str) else None
+
+
 def resolve_model(name: str) -> str:
     """Map the configured ``model`` to what ``from_pretrained`` gets: a directory or a hub id.
 
-    Raises :class:`gramx.ConfigError` for a path that is not a directory.
+    A hub id already in the local cache becomes its snapshot folder there, so that a frozen
+    backbone is stored by reference like one from a local directory. Raises
+    :class:`gramx.ConfigError` for a path that is not a directory.
     """
     if name in BUNDLED_NAMES:
         return str(bundled_model_dir())
@@ -111,7 +124,7 @@ def resolve_model(name: str) -> str:
                 f"(what save_pretrained writes), or use the default {BUNDLED_NAMES[0]!r}",
             )
         return str(path.resolve())
-    return name
+    return _cached_snapshot(name) or name
 
 
 def _load_failed(name: str, what: str, exc: Exception, local_only: bool) -> ConfigError:

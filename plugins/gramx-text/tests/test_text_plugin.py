@@ -217,3 +217,22 @@ def test_a_model_folder_in_a_run_file_resolves_against_the_file(tmp_path, tiny_b
     assert embed(["one"], TextConfig(**options)).shape == (1, 32)
     typed = load_config(folder / "run.yaml", ["modalities.text.options.model=all-MiniLM-L6-v2"])
     assert typed.modalities["text"].options["model"] == "all-MiniLM-L6-v2"  # a name stays a name
+
+
+def test_a_cached_hub_model_is_stored_by_reference(tmp_path, tiny_bert, monkeypatch):
+    """A model id found in the local Hugging Face cache loads from its snapshot folder, which a frozen backbone references."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    snapshot = tmp_path / "hub" / "models--gramx-tests--tiny-bert" / "snapshots" / "0123abcd"
+    shutil.copytree(tiny_bert, snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert resolve_model("gramx-tests/tiny-bert") == str(snapshot)
+    assert resolve_model("gramx-tests/not-cached") == "gramx-tests/not-cached"
+    encoder = build_text_encoder(TextConfig(model="gramx-tests/tiny-bert", freeze=True, max_length=16))
+    assert encoder.pretrained_weights == {"backbone.": str(snapshot)}
+    torch.testing.assert_close(embed(["one two"], TextConfig(model="gramx-tests/tiny-bert", max_length=16), encoder),
+                               embed(["one two"], TextConfig(model=tiny_bert, max_length=16)))
