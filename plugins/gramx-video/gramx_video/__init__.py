@@ -36,6 +36,13 @@ IMAGE_SAMPLES = tuple(str(p) for p in sorted(_SAMPLES.glob("*.jpg")))
 VIDEO_SAMPLES = tuple(str(p) for p in sorted(_SAMPLES.glob("*.mp4")))
 
 
+def _processed(images, cfg: FrameConfig) -> torch.Tensor:
+    """Pixel values ``[N, 3, H, W]`` made by the image processor saved with ``cfg.model_path``."""
+    from gramx_hf.towers import preprocessor
+
+    return preprocessor(cfg.model_path, "image")(images=images, return_tensors="pt")["pixel_values"]
+
+
 def load_image(value: str | os.PathLike, cfg: ImageConfig) -> torch.Tensor:
     """One image file -> ``[3, size, size]`` float32, normalised with ``cfg.mean`` / ``cfg.std``.
 
@@ -43,16 +50,19 @@ def load_image(value: str | os.PathLike, cfg: ImageConfig) -> torch.Tensor:
     the pixel values instead (as the checkpoint expects them).
     """
     if cfg.preprocess == "processor":
-        from gramx_hf.towers import preprocessor
-
-        processor = preprocessor(cfg.model_path, "image")
-        return processor(images=open_image(value), return_tensors="pt")["pixel_values"][0]
+        return _processed(open_image(value), cfg)[0]
     return to_tensor(read_image(value, cfg.size), cfg.mean, cfg.std)
 
 
 def load_video(value: str | os.PathLike, cfg: VideoConfig) -> torch.Tensor:
-    """One video file -> ``[num_frames, 3, size, size]`` float32, normalised like images."""
+    """One video file -> ``[num_frames, 3, size, size]`` float32, normalised like images.
+
+    With ``preprocess: processor`` the frames, decoded at ``size``, go through the image
+    processor saved with ``cfg.model_path`` (e.g. CLIP's, for a CLIP frame encoder).
+    """
     frames = read_video(value, cfg.size, cfg.num_frames, cfg.sampling, cfg.jitter)
+    if cfg.preprocess == "processor":
+        return _processed(list(frames), cfg)
     return to_tensor(frames, cfg.mean, cfg.std)
 
 

@@ -45,7 +45,8 @@ class FrameConfig(BaseModel):
     )
     preprocess: Literal["resize", "processor"] = Field(
         "resize", description="'resize': shorter side to size, centre crop, mean/std; 'processor': the image "
-        "processor saved with the hf model in model_path (images only; size, mean and std are then unused)"
+        "processor saved with the hf model in model_path (mean and std are then unused; video frames are decoded "
+        "at size first, images are given to it whole)"
     )
 
     @model_validator(mode="after")
@@ -80,9 +81,3 @@ class VideoConfig(FrameConfig):
     temporal_pool: Literal["mean", "attention"] = Field(
         "mean", description="how per-frame features become one vector: 'mean' or learned 'attention' weights"
     )
-
-    @model_validator(mode="after")
-    def _check_preprocess(self):
-        if self.preprocess == "processor":
-            raise ValueError("preprocess='processor' is for images; video frames are resized to size")
-        return self
