@@ -58,13 +58,20 @@ def join(rank: int, world: int, port: int):
     return gdist.init_distributed("cpu")
 
 
-def worker(rank: int, world: int, port: int, config_path: str, out: str) -> None:
-    """One torchrun-like process: env:// rendezvous, gradient check, then a short DDP training run."""
-    from safetensors.torch import save_file
+def leave() -> None:
+    """Leave the process group once no DDP wrapper of this process is left alive (gloo threads stop cleanly)."""
+    import gc
 
     from gramx import distributed as gdist
-    from gramx.config import load_config
-    from gramx.train import train
+
+    gc.collect()  # a DDP wrapper sits in reference cycles: free it now, not during interpreter shutdown
+    gdist.barrier()
+    gdist.cleanup()
+
+
+def grads_worker(rank: int, world: int, port: int, config_path: str, out: str) -> None:
+    """One torchrun-like process (env:// rendezvous): its share of the global batch's gradients."""
+    from safetensors.torch import save_file
 
     ctx = join(rank, world, port)
     assert ctx.world_size == world and ctx.rank == rank
@@ -74,18 +81,12 @@ def worker(rank: int, world: int, port: int, config_path: str, out: str) -> None
     grads = global_batch_grads(config_path, split[rank], world)
     if rank == 0:
         save_file({k: v.contiguous() for k, v in grads.items()}, os.path.join(out, "ddp_grads.safetensors"))
-    model_dir = train(load_config(config_path))
-    if rank == 0:
-        with open(os.path.join(out, "ddp_train.json"), "w") as f:
-            json.dump({"model": str(model_dir)}, f)
-    gdist.cleanup()
+    leave()
 
 
 def local_loss_worker(rank: int, world: int, port: int, config_paths: list[str], out: str) -> None:
     """One process of a local-loss run: the gradients of each config's loss on its share of rows 0..7."""
     from safetensors.torch import save_file
-
-    from gramx import distributed as gdist
 
     join(rank, world, port)
     split = [list(range(0, 3)), list(range(3, 8))]  # unequal shares on purpose
@@ -94,7 +95,7 @@ def local_loss_worker(rank: int, world: int, port: int, config_paths: list[str],
         if rank == 0:
             name = Path(path).stem
             save_file({k: v.contiguous() for k, v in grads.items()}, os.path.join(out, f"{name}.grads.safetensors"))
-    gdist.cleanup()
+    leave()
 
 
 def train_worker(rank: int, world: int, port: int, config_path: str, resume: str) -> None:
@@ -102,10 +103,11 @@ def train_worker(rank: int, world: int, port: int, config_path: str, resume: str
     import multiprocessing
 
     multiprocessing.set_start_method("fork", force=True)  # DataLoader workers as under torchrun, not spawned
-    from gramx import distributed as gdist
     from gramx.config import load_config
     from gramx.train import train
 
     join(rank, world, port)
-    train(load_config(config_path), resume=resume)
-    gdist.cleanup()
+    model_dir = train(load_config(config_path), resume=resume)
+    if rank == 0:
+        Path(config_path).with_suffix(".model").write_text(str(model_dir))
+    leave()

@@ -9,7 +9,7 @@ import socket
 import torch
 import torch.multiprocessing as mp
 import yaml
-from fixture_ddp import global_batch_grads, local_loss_worker, train_worker, worker
+from fixture_ddp import global_batch_grads, grads_worker, local_loss_worker, train_worker
 from fixture_modalities import fixture_plugins, make_dataset, run_config  # noqa: F401
 from safetensors.torch import load_file
 
@@ -39,7 +39,7 @@ def test_two_gloo_processes_match_single_process_gradients(tmp_path, fixture_plu
     config_path.write_text(yaml.safe_dump(data))
 
     single = global_batch_grads(str(config_path), list(range(8)), world=1)
-    mp.spawn(worker, args=(2, free_port(), str(config_path), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(grads_worker, args=(2, free_port(), str(config_path), str(tmp_path)), nprocs=2, join=True)
     multi = load_file(str(tmp_path / "ddp_grads.safetensors"))
 
     assert int(multi["rows"]) == 8  # the loss saw the global batch
@@ -48,9 +48,10 @@ def test_two_gloo_processes_match_single_process_gradients(tmp_path, fixture_plu
     for key, grad in single.items():
         assert torch.allclose(grad, multi[key], atol=1e-5, rtol=1e-4), key
 
-    # the short DDP training run: only rank 0 wrote the logs, checkpoints and model
+    # a short DDP training run: only rank 0 writes the logs, checkpoints and model
+    mp.spawn(train_worker, args=(2, free_port(), str(config_path), "off"), nprocs=2, join=True)
     run = tmp_path / "run"
-    model_dir = json.loads((tmp_path / "ddp_train.json").read_text())["model"]
+    model_dir = (tmp_path / "run.model").read_text()
     assert model_dir == str(run / "model") and (run / "model" / "model.safetensors").is_file()
     steps = [json.loads(line).get("step") for line in (run / "metrics.jsonl").read_text().splitlines()
              if "loss" in json.loads(line)]
