@@ -32,9 +32,9 @@ class _NameOrPathMarker:
     """Marks a ``str`` field as "a name or a path" (see the module docstring)."""
 
 
-NAME_OR_PATH = _NameOrPathMarker()
+_NAME_OR_PATH = _NameOrPathMarker()
 #: A string option holding a name (e.g. a model id) or a path; paths follow the path rule.
-NameOrPath = Annotated[str, NAME_OR_PATH]
+NameOrPath = Annotated[str, _NAME_OR_PATH]
 #: What a configuration key holds: ``"path"`` (one or a mapping of them), ``"name_or_path"`` or None.
 PathKind = str | None
 
@@ -61,7 +61,7 @@ def _without_none(annotation: Any) -> Any:
 
 def _kind(annotation: Any, metadata: list) -> PathKind:
     """The path kind of a field from its annotation and metadata (optional fields count)."""
-    if any(m is NAME_OR_PATH for m in metadata):
+    if any(m is _NAME_OR_PATH for m in metadata):
         return "name_or_path"
     annotation = _without_none(annotation)
     if typing.get_origin(annotation) is Annotated:
