@@ -57,6 +57,8 @@ class Modality:
       gramx then stores them by reference while frozen, and LoRA can adapt them
       (:mod:`gramx.pretrained`).
     - ``config``: a pydantic model class with the modality's options; its defaults must validate.
+      Options typed ``pathlib.Path`` or :data:`gramx.config_files.NameOrPath` resolve against
+      the run file's folder (``--set``: the working folder).
     - ``collate(samples, cfg)``: list of samples -> batch; by default tensors are stacked.
     - ``description``: one line for ``gramx plugins list``.
     - ``value_is_path``: manifest values are file paths (resolved against the manifest's
