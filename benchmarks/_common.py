@@ -228,6 +228,18 @@ def verdict(ok: bool) -> str:
     return "**met**" if ok else "**missed**"
 
 
+def retrieval_arguments(p, reps: int) -> None:
+    """The options every retrieval benchmark shares: sizes, repetitions, threads, device and dtype."""
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    p.add_argument("--nq", type=int, default=1000)
+    p.add_argument("--nc", type=int, default=20000)
+    p.add_argument("--d", type=int, default=512)
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--reps", type=int, default=reps)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: see BENCHMARKS.md)")
+
+
 def main(parse: Callable, probe: Callable | None, run: Callable, markdown: Callable, argv=None) -> int:
     """A benchmark script's entry point: ``--probe`` runs one memory probe, otherwise the
     timed run is printed as markdown (and written as JSON with ``--json``)."""

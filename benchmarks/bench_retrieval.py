@@ -293,15 +293,8 @@ def precision_name(cfg: dict) -> str:
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32", choices=sorted(C.DTYPES))
-    p.add_argument("--nq", type=int, default=1000)
-    p.add_argument("--nc", type=int, default=20000)
+    C.retrieval_arguments(p, reps=4)
     p.add_argument("--m", type=int, default=3)
-    p.add_argument("--d", type=int, default=512)
-    p.add_argument("--k", type=int, default=10)
-    p.add_argument("--reps", type=int, default=4)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: see BENCHMARKS.md)")
     p.add_argument("--naive-slice", type=int, default=1000, help="candidates the naive det is timed on")
     p.add_argument("--tf32", action="store_true", help="allow TF32 products for float32 on CUDA (both sides)")
     p.add_argument("--memory-nc", type=lambda s: [int(x) for x in s.split(",") if x], default=[20000, 80000])

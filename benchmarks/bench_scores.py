@@ -37,14 +37,7 @@ BOUNDS = {
 
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--nq", type=int, default=1000)
-    p.add_argument("--nc", type=int, default=20000)
-    p.add_argument("--d", type=int, default=512)
-    p.add_argument("--k", type=int, default=10)
-    p.add_argument("--reps", type=int, default=10)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32", choices=sorted(C.DTYPES))
+    C.retrieval_arguments(p, reps=10)
     p.add_argument("--memory-nc", default="100000,200000", help="candidate counts for the memory probes ('' = none)")
     p.add_argument("--quick", action="store_true", help="small sizes")
     p.add_argument("--probe", choices=sorted(BOUNDS), help=argparse.SUPPRESS)
