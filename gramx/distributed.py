@@ -78,8 +78,8 @@ def init_distributed(device: str = "auto") -> DistContext:
     """
     rank, world, local_rank = _env_world()
     resolved = resolve_device(device)
-    if resolved.type == "cuda" and world > 1 and resolved.index is None:
-        resolved = torch.device("cuda", local_rank)
+    if resolved.type == "cuda" and resolved.index is None:
+        resolved = torch.device("cuda", local_rank if world > 1 else torch.cuda.current_device())
     if resolved.type == "cuda":
         torch.cuda.set_device(resolved)
     if world > 1 and not dist.is_initialized():

@@ -7,7 +7,8 @@ does the ``m`` products, squares and sums them in registers and writes only the 
 so the epilogue costs one write of ``[Nq, Nc]`` instead of ``2m + 1`` passes over it.
 
 :class:`gramx.volume.VolumeIndex` uses it automatically for CUDA tensors when Triton is
-installed (the PyTorch path stays the fallback, and the only path for gradients).
+installed, in TF32, bfloat16 and float16 (the PyTorch path stays the fallback, the faster
+path for strict float32, and the only path for gradients).
 ``GRAMX_FUSED_VOLUME=0`` turns it off. With ``TRITON_INTERPRET=1`` the same kernel runs on
 CPU tensors through Triton's interpreter, which is how the CPU test suite checks it.
 """
@@ -38,6 +39,10 @@ def fused_available(device: torch.device, dtype: torch.dtype) -> bool:
     if os.environ.get("GRAMX_FUSED_VOLUME", "1") == "0" or dtype not in FUSED_DTYPES:
         return False
     if device.type != "cuda" and not (device.type == "cpu" and _interpreting()):
+        return False
+    if device.type == "cuda" and dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
+        # IEEE float32 products run without tensor cores, where cuBLAS beats this kernel
+        # (H200: 154 ms against 96 ms for 1,000 x 1M, m=3, d=512; BENCHMARKS.md, GPU)
         return False
     return importlib.util.find_spec("triton") is not None
 

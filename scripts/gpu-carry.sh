@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 [ -x "$PY" ] || { echo "run 'make test' (or scripts/setup.sh) first: no .venv" >&2; exit 1; }
-PACKAGES="pydantic pydantic-core annotated-types typing-inspection pytorch-metric-learning soundfile cffi pycparser symile"
+PACKAGES="pydantic pydantic-core annotated-types typing-inspection pytorch-metric-learning soundfile cffi pycparser symile webdataset braceexpand"
 
 rm -rf .gpu && mkdir -p .gpu/wheels .gpu/tokenizer
 for name in $PACKAGES; do

@@ -65,7 +65,7 @@ def test_gram_loss_forward_backward_on_cuda_equals_cpu():
     for device in ("cpu", "cuda"):
         torch.manual_seed(0)
         loss_fn = GramLoss(anchor="text").to(device)
-        inputs = {m: x.to(device).requires_grad_(True) for m, x in feats.items()}
+        inputs = {m: x.to(device).detach().requires_grad_(True) for m, x in feats.items()}
         loss = loss_fn(inputs)
         loss.backward()
         results.append((loss.detach().cpu(), {m: x.grad.cpu() for m, x in inputs.items()}))
