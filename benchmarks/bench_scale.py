@@ -41,7 +41,8 @@ from gramx.config import load_config  # noqa: E402
 from gramx.data import Collator, read_manifest  # noqa: E402
 from gramx.distributed import DistContext  # noqa: E402
 from gramx.model import GramxModel  # noqa: E402
-from gramx.shards import read_rows, read_shards, write_shards  # noqa: E402
+from gramx.shard_reader import read_shards  # noqa: E402
+from gramx.shards import write_shards  # noqa: E402
 from gramx.training_data import open_training_data, read_training_rows  # noqa: E402
 
 RUN_FILE = C.ROOT / "examples" / "digits.yaml"
@@ -100,21 +101,18 @@ def profile(shards: Path, batches: int) -> dict:
         timing.setdefault(key, []).append(time.perf_counter() - started)
         return value
 
-    files = read_shards(shards).files
-    shard_rows = list(read_rows(files[0]))
+    shard_set = read_shards(shards)
+    shard_rows = list(shard_set.read(0))
     for b in range(batches):
         rows = manifest.rows[32 * b:32 * (b + 1)]
         samples = {n: [timed(f"load {n} (manifest)", m.load, m.resolve_value(r.values[n], manifest.root), cfg)
                        for r in rows] for n, (m, cfg) in mods.items()}
-        timed("read a shard of 100 rows (tar), per 32", lambda: list(read_rows(files[b % len(files)])))
+        timed("read a shard of 100 rows (tar), per 32", lambda: list(shard_set.read(b % len(shard_set.files))))
         timing["read a shard of 100 rows (tar), per 32"][-1] *= 32 / 100
         with tempfile.TemporaryDirectory() as tmp:
-            for record, entries in shard_rows[:32]:
-                for suffix, payload in entries.items():
-                    name = suffix.split(".")[0]
-                    if suffix.endswith(".value.json"):
-                        continue
-                    path = Path(tmp) / f"{record['index']}.{suffix}"
+            for row in shard_rows[:32]:
+                for name, (suffix, payload) in row.files.items():
+                    path = Path(tmp) / f"{row.record.index:09d}.{name}{suffix}"
                     timed(f"load {name} (shards: temporary file + load)",
                           lambda p=path, d=payload, n=name: (p.write_bytes(d), mods[n][0].load(str(p), mods[n][1])))
         batch = timed("collate", Collator(mods), [{"index": 0, "values": {n: s[i] for n, s in samples.items()},

@@ -209,7 +209,7 @@ def cmd_shards(args: argparse.Namespace) -> int:
     """Write a manifest's rows into tar shards (webdataset layout) with a shards.json index."""
     check_output(args.output, SHARDS, args.overwrite)  # before the work, not after
     index = write_shards(args.manifest, args.output, args.shard_size, on_error=args.on_error,
-                         overwrite=args.overwrite)
+                         overwrite=args.overwrite, allow_outside=args.allow_outside)
     if index["errors"].count:
         print(f"gramx: {index['errors'].summary()}", file=sys.stderr)
     if index["left_out_columns"]:
@@ -365,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     shards.add_argument("--on-error", choices=["raise", "skip"], default="raise",
                         help="a row whose file cannot be read: stop (default) or leave it out and report it")
     shards.add_argument("--overwrite", action="store_true", help="replace the output even if it is not a shard folder")
+    shards.add_argument("--allow-outside", action="store_true", help="copy files from outside the manifest's folder "
+                        "too (refused by default: shards are made to be shared)")
 
     search = command(commands, "search", "search an embedding index with a text or file query", cmd_search)
     model_options(search, loading=False)

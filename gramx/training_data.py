@@ -9,7 +9,7 @@ seen, with any number of DataLoader workers.
 - **A manifest** (random access): the order is a seeded permutation of its rows, the one
   ``DistributedSampler`` draws; process ``r`` of ``W`` takes every ``W``-th row from ``r``.
   The rows of each global batch do not depend on the number of processes.
-- **Shards** (streamed, :mod:`gramx.shards`): the order is the shards in a seeded order,
+- **Shards** (streamed, :mod:`gramx.shard_reader`): the order is the shards in a seeded order,
   each shard's rows shuffled; process ``r`` takes the ``r``-th of ``W`` contiguous, equal
   parts, so it reads only the shards that hold its part (the two at each boundary are read
   by both neighbours, each keeping its own rows). The rows of a global batch depend on the
@@ -23,7 +23,7 @@ over"; the trainer loads them at the epoch's end only to report the bad ones.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -35,7 +35,8 @@ from gramx.distributed import DistContext
 from gramx.embed import FeatureCache, prepare_training_inputs
 from gramx.errors import ConfigError, GramxError
 from gramx.model import GramxModel
-from gramx.shards import ShardSet, ShardStream, is_shards, read_shards
+from gramx.shard_reader import ShardSet, ShardStream, read_shards
+from gramx.shards import is_shards
 
 __all__ = ["TrainingData", "ManifestData", "ShardData", "read_training_rows", "open_training_data"]
 
@@ -90,7 +91,7 @@ class TrainingData:
         tail = order[self.per_rank * self.world:]
         return np.concatenate([self.share(order)[used:], tail[self.rank::self.world]])
 
-    def loader(self, epoch: int, skip: int) -> DataLoader:
+    def loader(self, epoch: int, skip: int) -> Iterable[dict]:
         """A loader of ``epoch``'s micro-batches after the first ``skip``."""
         raise NotImplementedError
 
@@ -129,7 +130,7 @@ class ManifestData(TrainingData):
 
 
 class ShardData(TrainingData):
-    """Training rows streamed from shards by :class:`gramx.shards.ShardStream`."""
+    """Training rows streamed from shards by :class:`gramx.shard_reader.ShardStream`."""
 
     def __init__(self, shards: ShardSet, loader: RowLoader, **kwargs):
         super().__init__(len(shards), **kwargs)
@@ -144,10 +145,10 @@ class ShardData(TrainingData):
     def share(self, order: np.ndarray) -> np.ndarray:
         return order[self.rank * self.per_rank:(self.rank + 1) * self.per_rank]
 
-    def loader(self, epoch: int, skip: int) -> DataLoader:
+    def loader(self, epoch: int, skip: int) -> Iterable[dict]:
         self.row_loader.epoch = epoch
-        return DataLoader(ShardStream(self.shards, self.row_loader, self.batches(epoch)[skip:]), batch_size=None,
-                          num_workers=self.data.workers, collate_fn=self.collate, pin_memory=self.pin_memory)
+        stream = ShardStream(self.shards, self.row_loader, self.batches(epoch)[skip:], self.collate)
+        return stream.stream(self.data.workers, self.pin_memory)
 
     def load(self, epoch: int, rows: np.ndarray) -> list[dict]:
         if not len(rows):
@@ -169,7 +170,7 @@ def open_training_data(rows: Manifest | ShardSet, model: GramxModel, config: Run
     From a manifest, frozen modalities are cached and ``preload`` ones preloaded
     (:func:`gramx.embed.prepare_training_inputs`). Shards are streamed, not read ahead:
     ``preload`` is an error, and only frozen modalities whose values are not files (captions)
-    are cached, from the values the shards hold apart (:meth:`gramx.shards.ShardSet.values`);
+    are cached, from the values the shards hold apart (:meth:`gramx.shard_reader.ShardSet.values`);
     the encoders of frozen file modalities run on every batch.
     """
     mods = {n: (model.modalities[n], model.modality_configs[n]) for n in model.names}
