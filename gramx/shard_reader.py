@@ -58,7 +58,7 @@ class ShardEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\.tar$")
     rows: int = Field(ge=1)
-    columns: dict[str, Annotated[int, Field(ge=0)]]
+    columns: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")], Annotated[int, Field(ge=0)]]
 
 
 class ShardIndex(BaseModel):

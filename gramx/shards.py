@@ -90,13 +90,12 @@ def read_regular(path: str | Path) -> bytes:
     Anything else (a device such as ``/dev/zero``, a pipe, a folder) raises an :class:`OSError`
     whose ``strerror`` says so; a pipe is never waited on.
     """
-    if not stat.S_ISREG(os.stat(path).st_mode):
-        raise OSError(errno.EINVAL, "not a regular file (a device, a pipe or a folder)", str(path))
-    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:  # swapped for a pipe since: no wait
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file (a device, a pipe or a folder)", str(path))
-        return f.read(info.st_size)
+    if stat.S_ISREG(os.stat(path).st_mode):  # a device or a pipe is never opened...
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:  # ...nor waited on, if swapped in since
+            info = os.fstat(f.fileno())
+            if stat.S_ISREG(info.st_mode):
+                return f.read(info.st_size)
+    raise OSError(errno.EINVAL, "not a regular file (a device, a pipe or a folder)", str(path))
 
 
 def _entries(index: int, row: Row, source: Manifest, modalities: dict[str, Modality],
@@ -124,7 +123,7 @@ def _entries(index: int, row: Row, source: Manifest, modalities: dict[str, Modal
             sample[entry] = read_regular(value)
         except OSError as exc:
             raise DataError(source.row_error(row, name, f"{value}: {exc.strerror}"), hint=SKIP_HINT) from None
-        if not allow_outside and not Path(os.path.realpath(value)).is_relative_to(source.root):
+        if not allow_outside and not Path(os.path.realpath(value)).is_relative_to(source.root):  # links resolved
             raise DataError(source.row_error(row, name, f"{value}: outside the manifest's folder {source.root}"),
                             hint="shards are made to be shared: move the file into the manifest's folder, or pass "
                             "--allow-outside (allow_outside=True) to copy files from anywhere")
