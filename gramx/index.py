@@ -40,7 +40,7 @@ __all__ = ["INDEX_NAME", "INDEX", "save_embeddings", "Hit", "EmbeddingIndex"]
 INDEX_NAME = "index.json"
 FORMAT = "gramx-embeddings"
 #: An embedding index, recognised by its index.json.
-INDEX = Artefact("gramx embedding index", INDEX_NAME, FORMAT)
+INDEX = Artefact("gramx embedding index", INDEX_NAME, FORMAT, ("*.npy", "*.safetensors"))
 
 
 def save_embeddings(emb: Embeddings, folder: str | Path, model: GramxModel, manifest: str | Path,

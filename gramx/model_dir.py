@@ -61,7 +61,7 @@ WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
 FORMAT = "gramx-model"
 #: A model directory, recognised by its config.json.
-MODEL_DIR = Artefact("gramx model directory", CONFIG_NAME, FORMAT)
+MODEL_DIR = Artefact("gramx model directory", CONFIG_NAME, FORMAT, (WEIGHTS_NAME, CARD_NAME, "pretrained/"))
 
 
 class SavedPlugin(Section):

@@ -49,7 +49,7 @@ from gramx.progress import progress as progress_report
 __all__ = ["SHARDS", "is_shards", "write_shards", "ShardSet", "read_shards", "read_rows", "ShardStream"]
 
 #: A shard folder, recognised by its shards.json.
-SHARDS = Artefact("gramx shard folder", "shards.json", "gramx-shards")
+SHARDS = Artefact("gramx shard folder", "shards.json", "gramx-shards", ("*.tar",))
 ROW_ENTRY = "json"
 VALUE_ENTRY = ".value.json"
 _U64 = 1 << 64
