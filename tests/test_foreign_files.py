@@ -6,7 +6,7 @@ import json
 import shutil
 
 import pytest
-from fixture_modalities import fixture_plugins, run_config  # noqa: F401
+from fixture_modalities import fixture_plugins, installed, run_config  # noqa: F401
 
 from gramx.atomic import OutputExists
 from gramx.cli import main
@@ -18,16 +18,9 @@ from gramx.train import train
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A model trained for 2 steps."""
-    from fixture_modalities import install, subprocess_env
-
-    from gramx import plugins
-
     folder = tmp_path_factory.mktemp("foreign")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(plugins.DISABLE_ENV, subprocess_env()[plugins.DISABLE_ENV])
-        install()
+    with installed():
         yield folder, train(parse_config(run_config(folder, optim={"max_steps": 2}), folder))
-        plugins.reset()
 
 
 def test_export_over_a_model_folder_keeps_the_notes_and_index_inside(trained, tmp_path, capsys, fixture_plugins):

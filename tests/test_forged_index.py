@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from fixture_modalities import fixture_plugins, run_config  # noqa: F401
+from fixture_modalities import fixture_plugins, installed, run_config  # noqa: F401
 
 from gramx.cli import main
 from gramx.config import parse_config
@@ -19,14 +19,8 @@ from gramx.train import train
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
     """An index made by one model, and a second model of the same dimension with other weights."""
-    from fixture_modalities import install, subprocess_env
-
-    from gramx import plugins
-
     folder = tmp_path_factory.mktemp("forged")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(plugins.DISABLE_ENV, subprocess_env()[plugins.DISABLE_ENV])
-        install()
+    with installed():
         data = run_config(folder, optim={"max_steps": 2})
         model = train(parse_config(data, folder))
         other = train(parse_config({**data, "optim": {**data["optim"], "seed": 9},
@@ -34,7 +28,6 @@ def made(tmp_path_factory):
         index = folder / "index"
         assert main(["embed", str(model), str(folder / "val.jsonl"), "-o", str(index)]) == 0
         yield model, other, index
-        plugins.reset()
 
 
 def edited(index, tmp_path, change):
