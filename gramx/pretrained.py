@@ -42,8 +42,8 @@ from torch import nn
 from gramx.errors import GramxError, PluginError
 from gramx.validation import Section
 
-__all__ = ["COPIES_DIR", "MAX_FOLDER_FILES", "MAX_FOLDER_BYTES", "WeightsRef", "PretrainedWeights", "SavePlan", "folder_digest", "tensor_digest",
-           "plan_save", "resolve_refs"]
+__all__ = ["COPIES_DIR", "MAX_FOLDER_FILES", "MAX_FOLDER_BYTES", "WeightsRef", "PretrainedWeights", "SavePlan",
+           "folder_digest", "tensor_digest", "plan_save", "resolve_refs"]
 
 #: Where a self-contained model directory keeps its copies of pretrained folders.
 COPIES_DIR = "pretrained"
@@ -75,11 +75,14 @@ def _unreadable(folder: Path, exc: OSError) -> GramxError:
 def _files(folder: Path) -> list[Path]:
     """The folder's regular files (links to files count; hidden names and links to folders do not).
 
-    More than :data:`MAX_FOLDER_FILES` of them, or an entry that cannot be read, is an error.
+    More than :data:`MAX_FOLDER_FILES` of them, or an entry that cannot be read, is an error;
+    a path that is no folder holds none.
     """
     def refuse(exc: OSError):
         raise _unreadable(folder, exc)
 
+    if not folder.is_dir():
+        return []
     found = []
     for root, dirs, names in os.walk(folder, onerror=refuse):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
