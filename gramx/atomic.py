@@ -3,13 +3,17 @@
 Every gramx writer (model directories, embedding indexes, checkpoints, run folders, the demo
 report) follows one rule: an existing path is replaced only when it is a gramx artefact of
 the same kind, recognised by its marker file (a JSON file whose ``format`` names the kind),
-and gramx says so on stderr. Anything else (a plain file, a folder with other files, another
-kind of artefact) is refused with an :class:`OutputExists` error, unless the caller insists
-(``overwrite=True``, the ``--overwrite`` option). Files get the user's umask, like any tool's.
+that holds nothing but the files that kind writes (:attr:`Artefact.files`), and gramx says
+so on stderr. Anything else (a plain file, a folder with other files, another kind of
+artefact, an artefact holding the user's notes or another artefact) is refused with an
+:class:`OutputExists` error naming what is there, unless the caller insists
+(``overwrite=True``, the ``--overwrite`` option: the whole folder is replaced). Files get
+the user's umask, like any tool's.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import os
@@ -31,11 +35,16 @@ class OutputExists(GramxError):
 
 @dataclass(frozen=True)
 class Artefact:
-    """A kind of folder gramx writes, recognised by ``marker`` (JSON with ``"format": format``)."""
+    """A kind of folder gramx writes, recognised by ``marker`` (JSON with ``"format": format``).
+
+    ``files`` are the names, besides the marker, that the kind writes at its top level:
+    ``fnmatch`` patterns of files, or of folders when they end with ``/``.
+    """
 
     name: str
     marker: str
     format: str
+    files: tuple[str, ...] = ()
 
     def owns(self, path: Path) -> bool:
         """Whether ``path`` is a folder of this kind."""
@@ -44,9 +53,20 @@ class Artefact:
         except (OSError, ValueError, AttributeError):
             return False
 
+    def writes(self, entry: Path) -> bool:
+        """Whether ``entry``, inside a folder of this kind, is a file or folder this kind writes there (never a link)."""
+        if entry.is_symlink():
+            return False
+        if entry.is_dir():
+            return any(p.endswith("/") and fnmatch.fnmatchcase(entry.name, p[:-1]) for p in self.files)
+        return entry.is_file() and any(fnmatch.fnmatchcase(entry.name, p) for p in (self.marker, *self.files))
 
-def _contents(path: Path, shown: int = 3) -> str:
-    names = sorted(p.name for p in path.iterdir())
+    def foreign(self, path: Path) -> list[str]:
+        """The entries of the folder ``path`` this kind did not write (folders shown with a trailing ``/``)."""
+        return sorted(p.name + "/" * (p.is_dir() and not p.is_symlink()) for p in path.iterdir() if not self.writes(p))
+
+
+def _listed(names: list[str], shown: int = 3) -> str:
     return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
@@ -54,18 +74,30 @@ def check_output(path: str | Path, kind: Artefact, overwrite: bool = False) -> b
     """Whether writing ``kind`` at ``path`` replaces something; raises :class:`OutputExists` if it may not.
 
     Free to write: a missing path or an empty folder. Replaced with a notice: a folder of the
-    same kind. Refused unless ``overwrite``: anything else.
+    same kind holding only what that kind writes. Refused unless ``overwrite``: anything else,
+    such as the same kind of folder with the user's files or another artefact inside.
     """
     path = Path(path)
     if not path.exists() and not path.is_symlink():
         return False
-    if path.is_dir() and not path.is_symlink() and (not any(path.iterdir()) or kind.owns(path)):
+    folder = path.is_dir() and not path.is_symlink()
+    ours = folder and kind.owns(path)
+    foreign = kind.foreign(path) if ours else []
+    if folder and (not any(path.iterdir()) or (ours and not foreign)):
         return True
     if overwrite:
         return True
-    what = f"is a file, not a {kind.name}" if not path.is_dir() else (
-        f"holds files that are not a {kind.name} ({_contents(path)})")
-    raise OutputExists(f"{path} {what}; gramx does not replace it",
+    if not folder:
+        raise OutputExists(f"{path} is a {'link' if path.is_symlink() else 'file'}, not a {kind.name}; gramx "
+                           "does not replace it",
+                           hint="choose another output path, or pass --overwrite (overwrite=True) to replace it")
+    if ours:
+        raise OutputExists(f"{path} is a {kind.name} that also holds what gramx did not write there "
+                           f"({_listed(foreign)}); gramx does not replace it",
+                           hint="move those out of it or choose another output path; --overwrite (overwrite=True) "
+                           "replaces the whole folder, deleting them")
+    names = sorted(p.name for p in path.iterdir())
+    raise OutputExists(f"{path} holds files that are not a {kind.name} ({_listed(names)}); gramx does not replace it",
                        hint="choose another output path, or pass --overwrite (overwrite=True) to replace it")
 
 

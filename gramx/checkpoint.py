@@ -39,7 +39,8 @@ __all__ = ["TrainingParts", "rng_state", "set_rng_state", "write_checkpoint", "r
 
 STATE_NAME = "state.json"
 #: A checkpoint, recognised by its state.json.
-CHECKPOINT = Artefact("gramx checkpoint", STATE_NAME, "gramx-checkpoint")
+CHECKPOINT = Artefact("gramx checkpoint", STATE_NAME, "gramx-checkpoint",
+                      ("config.json", "README.md", "*.safetensors", "pretrained/"))
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 

@@ -335,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", required=True, type=Path, help="the copy to write: frozen pretrained "
                         "folders the model references are copied into it")
     export.add_argument("--overwrite", action="store_true", help="replace the output even if it is not a model "
-                        "directory (default: refuse)")
+                        "directory, or holds files gramx did not write there (default: refuse)")
     modalities_option(export)
 
     config = group("config", "run configuration: reference, schema and resolved view")
@@ -355,7 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     embed = command(commands, "embed", "embed a manifest into an index folder (.npy + safetensors)", cmd_embed)
     model_options(embed)
     embed.add_argument("-o", "--output", required=True, type=Path, help="index folder to write")
-    embed.add_argument("--overwrite", action="store_true", help="replace the output even if it is not an index")
+    embed.add_argument("--overwrite", action="store_true", help="replace the output even if it is not an index, "
+                       "or holds files gramx did not write there")
 
     shards = command(commands, "shards", "write a manifest's rows into tar shards for streamed training",
                      cmd_shards)

@@ -36,6 +36,8 @@ from gramx.plugins import available_modalities, get_modality
 from gramx.validation import Section, validate
 
 __all__ = [
+    "MAX_WIDTH",
+    "MAX_DEPTH",
     "HeadConfig",
     "LoraConfig",
     "RunModality",
@@ -56,14 +58,20 @@ REFERENCE_HINT = "every key is in the configuration reference: `gramx config ref
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
+#: The widest vector or layer a run file or a model's config.json may ask for (the space's
+#: ``dim``, head widths, LoRA ranks): 65,536. A size read from a file never allocates more.
+MAX_WIDTH = 1 << 16
+#: The most residual blocks a bridge's projector may stack.
+MAX_DEPTH = 64
+
 
 class HeadConfig(Section):
     """The projection head from an encoder's features into the shared space."""
 
-    hidden: int = Field(0, ge=0, description="hidden width of a 2-layer MLP head; 0 = one linear layer")
+    hidden: int = Field(0, ge=0, le=MAX_WIDTH, description="hidden width of a 2-layer MLP head; 0 = one linear layer")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout before the last layer (MLP heads)")
     in_dim: int | None = Field(
-        None, ge=1, description="encoder feature size; only needed when the encoder lacks `feature_dim`"
+        None, ge=1, le=MAX_WIDTH, description="encoder feature size; only needed when the encoder lacks `feature_dim`"
     )
     identity: bool = Field(
         False, description="no head: the encoder's features are already in the shared space (e.g. an imported "
@@ -84,7 +92,7 @@ class LoraConfig(Section):
     pretrained weights (the transformers encoders of the built-in plugins do).
     """
 
-    r: int = Field(8, ge=1, description="rank of the adapters")
+    r: int = Field(8, ge=1, le=MAX_WIDTH, description="rank of the adapters")
     alpha: float = Field(16.0, gt=0, description="scaling: the update is alpha / r times the low-rank product")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapters' input in training")
     target_modules: list[str] = Field(
@@ -236,8 +244,8 @@ class RunConfig(Section):
     """A complete training run."""
 
     modalities: dict[str, RunModality] = Field(description="modality name -> options and head")
-    dim: int = Field(256, ge=2, description="dimension of the shared embedding space (extend add: the base "
-                     "model's when left out)")
+    dim: int = Field(256, ge=2, le=MAX_WIDTH, description="dimension of the shared embedding space (extend add: "
+                     "the base model's when left out)")
     init: Path | None = Field(
         None, description="a gramx model directory whose weights start the run (fine-tuning; everything "
         "trains): its modalities, their options and heads, and dim must be the run's. None = from scratch"

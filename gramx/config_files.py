@@ -14,6 +14,7 @@ names something that exists under the base folder, and left as it is otherwise.
 
 from __future__ import annotations
 
+import json
 import types
 import typing
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from pydantic import BaseModel
 
 from gramx.errors import ConfigError
 
-__all__ = ["read_yaml", "apply_overrides", "resolve_paths", "path_kind", "NameOrPath"]
+__all__ = ["read_yaml", "read_json", "apply_overrides", "resolve_paths", "path_kind", "NameOrPath"]
 
 
 class _NameOrPathMarker:
@@ -167,3 +168,19 @@ def read_yaml(path: str | Path) -> dict:
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
     return {} if data is None else data
+
+
+def read_json(path: str | Path, hint: str | None = None) -> Any:
+    """The JSON value of a file gramx wrote (or someone forged): a :class:`ConfigError` naming it otherwise."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        problem = f"cannot read it ({exc.strerror})"
+    except UnicodeDecodeError:
+        problem = "not UTF-8 text"
+    except json.JSONDecodeError as exc:
+        problem = f"invalid JSON ({exc.msg}, line {exc.lineno})"
+    except RecursionError:
+        problem = "invalid JSON (nested too deeply)"
+    raise ConfigError(f"{path}: {problem}", hint)

@@ -22,7 +22,7 @@ from pydantic import Field
 
 from gramx.atomic import check_output
 from gramx.bridge import BridgePools, Projector, fit_projector, pseudo_tuples
-from gramx.config import REFERENCE_HINT, RunConfig
+from gramx.config import MAX_DEPTH, MAX_WIDTH, REFERENCE_HINT, RunConfig
 from gramx.config_files import apply_overrides, path_kind, read_yaml, resolve_paths
 from gramx.distributed import resolve_device
 from gramx.embed import embed_manifest
@@ -97,8 +97,8 @@ def add_modalities(base_dir: str | Path, run: RunConfig, resume: bool | str | No
 class ProjectorConfig(Section):
     """The projector mapping the leaf space into the base space."""
 
-    hidden: int = Field(512, ge=1, description="width of the residual MLP blocks")
-    depth: int = Field(2, ge=0, description="number of residual blocks")
+    hidden: int = Field(512, ge=1, le=MAX_WIDTH, description="width of the residual MLP blocks")
+    depth: int = Field(2, ge=0, le=MAX_DEPTH, description="number of residual blocks")
 
 
 class BridgeConfig(Section):

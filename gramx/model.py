@@ -24,12 +24,14 @@ from pydantic import BaseModel
 from torch import nn
 
 from gramx import embed as embedding
+from gramx.allocation import AllocationBudget
 from gramx.bridge import Projector
 from gramx.config import HeadConfig, RunConfig
 from gramx.distributed import resolve_device
 from gramx.errors import ConfigError, GramxError, PluginError
 from gramx.modality import Modality
 from gramx.model_dir import (
+    CONFIG_NAME,
     ModelConfig,
     SavedModality,
     read_model_config,
@@ -117,30 +119,35 @@ class GramxModel(nn.Module):
         self.heads = nn.ModuleDict()
         self.bridges = nn.ModuleDict()
         self.pretrained: dict[str, PretrainedWeights] = {}
-        for name, spec in config.modalities.items():
-            modality = _lookup(name, spec)
-            cfg = (plugin_configs or {}).get(name)
-            if cfg is None:
-                cfg = validate(modality.config, spec.config, "invalid model config", ("modalities", name, "config"))
-            encoder = modality.build_encoder(cfg)
-            if not isinstance(encoder, nn.Module):
-                raise PluginError(f"modality {name!r}: build_encoder returned {type(encoder).__name__}, not nn.Module")
-            if spec.lora is not None:
-                encoder = get_host().add_lora(name, encoder, spec.lora)
-            self.pretrained[name] = PretrainedWeights(name, encoder)
-            self.pretrained[name].check(spec.pretrained)
-            spec.feature_dim = self._feature_dim(name, encoder, spec)
-            self.modalities[name] = modality
-            self.modality_configs[name] = cfg
-            self.encoders[name] = encoder
-            head_dim = config.dim
-            if spec.bridge is not None:
-                if spec.bridge.get("dim_out") != config.dim:
-                    raise ConfigError(f"modality {name!r}: its bridge maps into {spec.bridge.get('dim_out')} "
-                                      f"dims, the model has {config.dim}")
-                self.bridges[name] = Projector(**spec.bridge)
-                head_dim = spec.bridge["dim_in"]
-            self.heads[name] = ProjectionHead(spec.feature_dim, head_dim, spec.head)
+        with AllocationBudget("the model") as budget:  # sizes come from files: never build a giant
+            for name, spec in config.modalities.items():
+                budget.what = f"modality {name!r}"
+                self._add_modality(name, spec, (plugin_configs or {}).get(name))
+
+    def _add_modality(self, name: str, spec: SavedModality, cfg: BaseModel | None) -> None:
+        """Build ``name``'s encoder (through its plugin), adapters, bridge and head."""
+        modality = _lookup(name, spec)
+        if cfg is None:
+            cfg = validate(modality.config, spec.config, "invalid model config", ("modalities", name, "config"))
+        encoder = modality.build_encoder(cfg)
+        if not isinstance(encoder, nn.Module):
+            raise PluginError(f"modality {name!r}: build_encoder returned {type(encoder).__name__}, not nn.Module")
+        if spec.lora is not None:
+            encoder = get_host().add_lora(name, encoder, spec.lora)
+        self.pretrained[name] = PretrainedWeights(name, encoder)
+        self.pretrained[name].check(spec.pretrained)
+        spec.feature_dim = self._feature_dim(name, encoder, spec)
+        self.modalities[name] = modality
+        self.modality_configs[name] = cfg
+        self.encoders[name] = encoder
+        head_dim = self.dim
+        if spec.bridge is not None:
+            if spec.bridge.dim_out != self.dim:
+                raise ConfigError(f"modality {name!r}: its bridge maps into {spec.bridge.dim_out} "
+                                  f"dims, the model has {self.dim}")
+            self.bridges[name] = Projector(**spec.bridge.model_dump())
+            head_dim = spec.bridge.dim_in
+        self.heads[name] = ProjectionHead(spec.feature_dim, head_dim, spec.head)
 
     @staticmethod
     def _feature_dim(name: str, encoder: nn.Module, spec: SavedModality) -> int:
@@ -324,7 +331,8 @@ class GramxModel(nn.Module):
             referenced |= {f"encoders.{name}.{key}" for key in tracker.referenced(refs)}
         left_out = tuple(f"{part}.{name}." for name in set(saved) - set(self.modalities)
                          for part in ("encoders", "heads", "bridges"))
-        state = read_weights(path, set(self.state_dict()), device=str(self.device), referenced=referenced,
+        shapes = {key: value.shape for key, value in self.state_dict().items()}
+        state = read_weights(path, shapes, device=str(self.device), referenced=referenced,
                              left_out=left_out)
         self.load_state_dict(state, strict=False)
 
@@ -341,7 +349,10 @@ class GramxModel(nn.Module):
             config.modalities = {name: config.modalities[name] for name in _known(modalities, config, path)}
         for name, spec in config.modalities.items():
             spec.pretrained, spec.config = resolve_refs(name, spec.pretrained, spec.config, path)
-        model = cls(config)
+        try:
+            model = cls(config)
+        except ConfigError as exc:  # a problem of its config.json
+            raise ConfigError(f"{Path(path) / CONFIG_NAME}: {exc}", exc.hint) from None
         model.load_weights(path)
         model.source = Path(path).resolve()
         if device is not None:

@@ -13,7 +13,8 @@
 :func:`write_model_files` writes the three files into a folder (a checkpoint adds its own
 files beside them); :func:`save_model_dir` writes a whole directory atomically.
 :func:`read_model_config` and :func:`read_weights` read them back, with errors that name
-the file. Nothing is pickled.
+the file. Nothing is pickled. Weights holding NaN or infinite values (a diverged run) are
+never written, and refused when read.
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ from typing import Any, Literal
 
 import torch
 from pydantic import Field
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
 from gramx.atomic import Artefact, atomic_directory
-from gramx.config import HeadConfig, LoraConfig
-from gramx.errors import ConfigError, GramxError
+from gramx.config import MAX_DEPTH, MAX_WIDTH, HeadConfig, LoraConfig
+from gramx.config_files import read_json
+from gramx.errors import GramxError
 from gramx.plugins import get_host
 from gramx.pretrained import WeightsRef
 from gramx.validation import Section, validate
@@ -44,6 +46,7 @@ __all__ = [
     "CARD_NAME",
     "MODEL_DIR",
     "SavedPlugin",
+    "SavedProjector",
     "SavedModality",
     "ModelConfig",
     "saved_plugin",
@@ -52,6 +55,7 @@ __all__ = [
     "save_model_dir",
     "read_model_config",
     "read_weights",
+    "non_finite",
     "fingerprint",
     "model_card",
 ]
@@ -61,7 +65,9 @@ WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
 FORMAT = "gramx-model"
 #: A model directory, recognised by its config.json.
-MODEL_DIR = Artefact("gramx model directory", CONFIG_NAME, FORMAT)
+MODEL_DIR = Artefact("gramx model directory", CONFIG_NAME, FORMAT, (WEIGHTS_NAME, CARD_NAME, "pretrained/"))
+#: What to do about a model file gramx cannot use.
+REMAKE_HINT = "export the model again from its original (gramx export MODEL -o COPY), or train it again"
 
 
 class SavedPlugin(Section):
@@ -72,6 +78,15 @@ class SavedPlugin(Section):
     version: str | None = None
 
 
+class SavedProjector(Section):
+    """The options of the :class:`gramx.bridge.Projector` of a bridged modality."""
+
+    dim_in: int = Field(ge=2, le=MAX_WIDTH, description="the dimension of the space the modality was trained in")
+    dim_out: int = Field(ge=2, le=MAX_WIDTH, description="this model's dimension")
+    hidden: int = Field(ge=1, le=MAX_WIDTH)
+    depth: int = Field(ge=0, le=MAX_DEPTH)
+
+
 class SavedModality(Section):
     """How to rebuild one modality's encoder and head."""
 
@@ -79,13 +94,13 @@ class SavedModality(Section):
     config: dict[str, Any] = Field(default_factory=dict, description="the plugin's config, as JSON")
     head: HeadConfig = Field(default_factory=HeadConfig)
     lora: LoraConfig | None = Field(None, description="LoRA adapters on the encoder's pretrained weights")
-    feature_dim: int | None = None
+    feature_dim: int | None = Field(None, ge=1, description="the encoder's output size (checked on loading)")
     pretrained: list[WeightsRef] = Field(
         default_factory=list, description="frozen encoder weights stored by reference to a pretrained folder"
     )
-    bridge: dict[str, int] | None = Field(
-        None, description="Projector options (gramx.bridge) mapping this modality from the space it was "
-        "trained in into this model's space; None for modalities trained in this space"
+    bridge: SavedProjector | None = Field(
+        None, description="the projector mapping this modality from the space it was trained in into this "
+        "model's space; None for modalities trained in this space"
     )
 
 
@@ -95,7 +110,7 @@ class ModelConfig(Section):
     format: Literal["gramx-model"] = FORMAT
     format_version: Literal[1] = 1
     gramx_version: str = ""
-    dim: int = Field(ge=2)
+    dim: int = Field(ge=2, le=MAX_WIDTH)
     score: Literal["volume", "area", "mip", "cosine"] = Field(
         "volume", description="the similarity the model was trained with, which retrieval and zero-shot use")
     modalities: dict[str, SavedModality]
@@ -117,13 +132,24 @@ def state_for_saving(module: nn.Module, skip: set[str] = frozenset()) -> dict[st
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items() if k not in skip}
 
 
+def non_finite(state: Mapping[str, torch.Tensor]) -> str | None:
+    """The first key of ``state`` whose tensor holds a NaN or infinite value, or None."""
+    return next((key for key, value in state.items()
+                 if value.is_floating_point() and not bool(torch.isfinite(value).all())), None)
+
+
 def write_model_files(folder: Path, config: ModelConfig, state: Mapping[str, torch.Tensor],
                       copies: Mapping[str, Path] | None = None) -> None:
     """Write ``config.json``, ``model.safetensors`` (``state``) and ``README.md`` into ``folder``.
 
     ``copies`` maps paths inside ``folder`` to pretrained folders copied there (a
-    self-contained directory).
+    self-contained directory). Weights holding NaN or infinite values are refused.
     """
+    bad = non_finite(state)
+    if bad is not None:
+        raise GramxError(f"the model's weight {bad!r} holds NaN or infinite values (training diverged); gramx does "
+                         "not write a model that cannot embed", hint="train again with a lower optim.lr, or resume "
+                         "from a checkpoint written before the divergence")
     (folder / CONFIG_NAME).write_text(config.model_dump_json(indent=2) + "\n", encoding="utf-8")
     save_file(dict(state), str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
     (folder / CARD_NAME).write_text(model_card(config), encoding="utf-8")
@@ -150,31 +176,44 @@ def read_model_config(path: str | Path) -> ModelConfig:
     if not config_file.is_file():
         raise GramxError(f"{path} is not a gramx model directory (no {CONFIG_NAME})",
                          hint="pass the folder written by `gramx train` (e.g. runs/NAME/model)")
-    try:
-        raw = json.loads(config_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{config_file}: invalid JSON ({exc.msg})") from None
-    return validate(ModelConfig, raw, str(config_file))
+    raw = read_json(config_file, hint=f"the file is damaged: {REMAKE_HINT}")
+    return validate(ModelConfig, raw, str(config_file),
+                    hint=f"was the file edited, or written by another version of gramx? {REMAKE_HINT}")
 
 
-def read_weights(path: str | Path, expected: set[str], device: str = "cpu",
+def read_weights(path: str | Path, expected: Mapping[str, torch.Size], device: str = "cpu",
                  referenced: set[str] = frozenset(), left_out: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
     """The weights of the model directory ``path``: the ``expected`` keys, except ``referenced`` ones it may leave out.
 
-    Keys starting with a prefix in ``left_out`` (modalities not loaded) are not read.
+    ``expected`` maps each key to its shape. Keys starting with a prefix in ``left_out``
+    (modalities not loaded) are not read. A damaged file, a weight of another shape and
+    NaN or infinite values are errors that name the file (and the weight).
     """
     weights = Path(path) / WEIGHTS_NAME
     if not weights.is_file():
-        raise GramxError(f"{path}: missing {WEIGHTS_NAME}")
-    with safe_open(str(weights), framework="pt", device=device) as f:
-        state = {key: f.get_tensor(key) for key in f.keys() if not key.startswith(left_out)}
-    missing, unexpected = expected - set(state) - referenced, set(state) - expected
+        raise GramxError(f"{path}: missing {WEIGHTS_NAME}", hint=REMAKE_HINT)
+    try:
+        with safe_open(str(weights), framework="pt", device=device) as f:
+            state = {key: f.get_tensor(key) for key in f.keys() if not key.startswith(left_out)}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise GramxError(f"{weights}: damaged or not a safetensors file ({exc})", hint=REMAKE_HINT) from None
+    missing, unexpected = expected.keys() - set(state) - referenced, set(state) - expected.keys()
     if missing or unexpected:
         raise GramxError(
             f"{weights}: weights do not match the model (missing: {sorted(missing)[:5]}, "
             f"unexpected: {sorted(unexpected)[:5]})",
             hint="was the model saved with another version of a plugin?",
         )
+    reshaped = next((key for key, value in state.items() if value.shape != expected[key]), None)
+    if reshaped is not None:
+        raise GramxError(f"{weights}: weight {reshaped!r} has shape {list(state[reshaped].shape)}, the model's has "
+                         f"{list(expected[reshaped])}", hint="was the model saved with another version of a plugin? "
+                         "Otherwise the file is damaged: " + REMAKE_HINT)
+    bad = non_finite(state)
+    if bad is not None:
+        raise GramxError(f"{weights}: weight {bad!r} holds NaN or infinite values (the training that wrote it "
+                         "diverged), so every embedding would be NaN", hint="train again with a lower optim.lr, "
+                         "or use a checkpoint written before the divergence")
     return state
 
 

@@ -18,12 +18,18 @@ A self-contained directory (for sharing) copies each referenced folder into
 rewrites the strings of the modality's config that named the folder. A folder that no
 config string names (a plugin's bundled default, chosen by name) is not copied: its weights
 go into ``model.safetensors``.
+
+A model directory may come from someone else, so its references are checked before use: a
+relative one must stay inside the directory, and a folder is hashed only when it looks like
+a model's (at most :data:`MAX_FOLDER_FILES` files and :data:`MAX_FOLDER_BYTES` bytes, every
+entry readable); ``/usr`` is refused at once, not after minutes of hashing.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,11 +42,17 @@ from torch import nn
 from gramx.errors import GramxError, PluginError
 from gramx.validation import Section
 
-__all__ = ["COPIES_DIR", "WeightsRef", "PretrainedWeights", "SavePlan", "folder_digest", "tensor_digest",
-           "plan_save", "resolve_refs"]
+__all__ = ["COPIES_DIR", "MAX_FOLDER_FILES", "MAX_FOLDER_BYTES", "WeightsRef", "PretrainedWeights", "SavePlan",
+           "folder_digest", "tensor_digest", "plan_save", "resolve_refs"]
 
 #: Where a self-contained model directory keeps its copies of pretrained folders.
 COPIES_DIR = "pretrained"
+#: The most files a pretrained folder may hold (hidden ones not counted).
+MAX_FOLDER_FILES = 10_000
+#: The most bytes a pretrained folder may hold: 256 GiB.
+MAX_FOLDER_BYTES = 1 << 38
+_FOLDER_HINT = ("a pretrained folder is one model's folder (such as a Hugging Face snapshot): point the modality's "
+                "options, or the model's reference, at that folder")
 
 _folder_digests: dict[tuple, str] = {}
 
@@ -49,30 +61,63 @@ class WeightsRef(Section):
     """Encoder weights stored by reference: the values a pretrained folder gives them."""
 
     prefix: str = Field(description="state-dict prefix, inside the modality's encoder, of the weights it covers")
-    path: str = Field(description="the folder: absolute, or relative to the model directory (a copy inside it)")
-    sha256: str = Field(description="SHA-256 of the folder's files (names and contents; hidden files left out)")
+    path: str = Field(pattern=r"^[^\x00]+$", description="the folder: absolute, or relative to the model directory "
+                      "(a copy inside it)")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$",
+                        description="SHA-256 of the folder's files (names and contents; hidden files left out)")
+
+
+def _unreadable(folder: Path, exc: OSError) -> GramxError:
+    return GramxError(f"{folder}: cannot read {exc.filename} ({exc.strerror}), so gramx cannot check the folder",
+                      hint=_FOLDER_HINT)
 
 
 def _files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*")
-                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    """The folder's regular files (links to files count; hidden names and links to folders do not).
+
+    More than :data:`MAX_FOLDER_FILES` of them, or an entry that cannot be read, is an error;
+    a path that is no folder holds none.
+    """
+    def refuse(exc: OSError):
+        raise _unreadable(folder, exc)
+
+    if not folder.is_dir():
+        return []
+    found = []
+    for root, dirs, names in os.walk(folder, onerror=refuse):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [p for p in (Path(root, n) for n in names if not n.startswith(".")) if p.is_file()]
+        if len(found) > MAX_FOLDER_FILES:
+            raise GramxError(f"{folder}: holds more than {MAX_FOLDER_FILES:,} files, too many for a pretrained folder, "
+                             "so gramx does not hash it", hint=_FOLDER_HINT)
+    return sorted(found)
 
 
 def folder_digest(folder: str | Path) -> str:
     """SHA-256 over the relative names, sizes and contents of a folder's files, hidden ones left out.
 
-    Computed once per process while no file's size or modification time changes.
+    Computed once per process while no file's size or modification time changes. A folder
+    too large to be a model's (see the module docstring) is refused before any hashing.
     """
     folder = Path(folder).resolve()
-    stats = [(p.relative_to(folder).as_posix(), p.stat()) for p in _files(folder)]
+    try:
+        stats = [(p.relative_to(folder).as_posix(), p.stat()) for p in _files(folder)]
+    except OSError as exc:
+        raise _unreadable(folder, exc) from None
+    if sum(st.st_size for _, st in stats) > MAX_FOLDER_BYTES:
+        raise GramxError(f"{folder}: holds more than {MAX_FOLDER_BYTES >> 30} GiB, too much for a pretrained folder, "
+                         "so gramx does not hash it", hint=_FOLDER_HINT)
     stamp = (str(folder), tuple((name, st.st_size, st.st_mtime_ns) for name, st in stats))
     if stamp not in _folder_digests:
         digest = hashlib.sha256()
         for name, st in stats:
             digest.update(f"{name}\0{st.st_size}\0".encode())
-            with (folder / name).open("rb") as f:
-                for chunk in iter(lambda: f.read(1 << 22), b""):
-                    digest.update(chunk)
+            try:
+                with (folder / name).open("rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 22), b""):
+                        digest.update(chunk)
+            except OSError as exc:
+                raise _unreadable(folder, exc) from None
         _folder_digests[stamp] = digest.hexdigest()
     return _folder_digests[stamp]
 
@@ -192,13 +237,20 @@ def plan_save(encoders: Mapping[str, nn.Module], weights: Mapping[str, Pretraine
     return plan
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(folder)
+    except (OSError, RuntimeError):  # a link loop
+        return False
+
+
 def resolve_refs(name: str, refs: list[WeightsRef], config: dict,
                  model_dir: str | Path) -> tuple[list[WeightsRef], dict]:
     """Check the folders ``refs`` name; returns them with absolute paths, and the plugin config to match.
 
-    A relative path is a copy inside ``model_dir``: the config's strings spelling it become
-    the absolute path. A missing or changed folder is a :class:`gramx.GramxError` that says
-    which and what to do.
+    A relative path is a copy inside ``model_dir`` (one leading outside it is refused): the
+    config's strings spelling it become the absolute path. A missing or changed folder is a
+    :class:`gramx.GramxError` that says which and what to do.
     """
     model_dir = Path(model_dir).resolve()
     resolved = []
@@ -206,6 +258,11 @@ def resolve_refs(name: str, refs: list[WeightsRef], config: dict,
         folder = Path(ref.path)
         if not folder.is_absolute():
             folder = model_dir / folder
+            if not _inside(folder, model_dir):
+                raise GramxError(
+                    f"{model_dir}: modality {name!r} takes its frozen pretrained weights from {ref.path}, which leads "
+                    "outside the model directory; a relative reference names a copy inside it",
+                    hint="the config.json was edited: use the model directory as it was written (gramx export)")
             config = _map_strings(config, lambda s, ref=ref, folder=folder: str(folder) if s == ref.path else s)
         if not folder.is_dir():
             raise GramxError(

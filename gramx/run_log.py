@@ -15,7 +15,8 @@ from gramx.version import __version__
 __all__ = ["RUN", "RunLog", "TrainWindow"]
 
 #: A run folder, recognised by its gramx-run.json.
-RUN = Artefact("gramx run folder", "gramx-run.json", "gramx-run")
+RUN = Artefact("gramx run folder", "gramx-run.json", "gramx-run",
+               ("run.yaml", "metrics.jsonl", "tensorboard/", "model/", "checkpoints/"))
 
 
 class RunLog:

@@ -48,7 +48,7 @@ __all__ = ["SHARDS", "ENTRY", "REWRITE_HINT", "RowRecord", "check_record", "is_s
            "write_shards"]
 
 #: A shard folder, recognised by its shards.json.
-SHARDS = Artefact("gramx shard folder", "shards.json", "gramx-shards")
+SHARDS = Artefact("gramx shard folder", "shards.json", "gramx-shards", ("*.tar",))
 #: The name of every tar entry: ``KEY.json``, ``KEY.<modality>.value.json`` or ``KEY.<modality>[.<ext>]``.
 ENTRY = re.compile(r"(?P<key>[0-9]{9,18})\.(?:json|(?P<name>[a-z][a-z0-9_]*)(?P<suffix>\.value\.json|\.[a-z0-9_+-]{1,32})?)")
 VALUE_ENTRY = ".value.json"

@@ -13,6 +13,7 @@ import os
 import sys
 import time
 import zlib
+from contextlib import contextmanager
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -226,3 +227,15 @@ def subprocess_env() -> dict:
     env["OMP_NUM_THREADS"] = "1"
     env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return env
+
+
+@contextmanager
+def installed():
+    """:func:`install` for a module-scoped fixture: installed plugins blocked until the block ends."""
+    from gramx import plugins
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(plugins.DISABLE_ENV, subprocess_env()[plugins.DISABLE_ENV])
+        install()
+        yield
+        plugins.reset()

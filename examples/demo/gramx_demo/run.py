@@ -28,7 +28,7 @@ from gramx_demo.common import EXAMPLES, Timings, default_data_dir, format_table,
 __all__ = ["REPORT", "run_demo"]
 
 #: A demo report folder, recognised by its results.json.
-REPORT = Artefact("gramx demo report", "results.json", "gramx-demo-report")
+REPORT = Artefact("gramx demo report", "results.json", "gramx-demo-report", ("report.md", "figures/", "work/"))
 
 
 def _write_results(out: Path, timings: Timings, digits, objectives, media, shapes) -> Path:
