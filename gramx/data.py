@@ -15,37 +15,24 @@ from __future__ import annotations
 
 import csv
 import difflib
+import io
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from gramx.errors import GramxError
 from gramx.modality import Modality
 from gramx.randomness import sample_seed, seeded
+from gramx.workers import WorkerTraceback, format_traceback
 
-__all__ = [
-    "Row",
-    "Manifest",
-    "read_manifest",
-    "DataError",
-    "ErrorLog",
-    "ManifestDataset",
-    "Collator",
-    "check_errors",
-    "to_device",
-    "cache_key",
-    "problem_text",
-    "iter_unique",
-    "load_unique",
-    "RowLoader",
-    "check_columns",
-]
+__all__ = ["Row", "Manifest", "read_manifest", "DataError", "ErrorLog", "ManifestDataset", "Collator", "check_errors",
+           "to_device", "cache_key", "problem_text", "RowLoader", "check_columns"]
 
 RESERVED = ("id", "label")
 #: What to do about a bad row, for error hints.
@@ -168,8 +155,9 @@ class ErrorLog:
     examples: list[str] = field(default_factory=list)
     seen: set = field(default_factory=set)
 
-    def add(self, errors: Iterable[tuple[int, str]]) -> None:
-        for line, message in errors:
+    def add(self, errors: Iterable[tuple]) -> None:
+        """Record ``(line, message)`` pairs (a batch's errors, which also hold a traceback)."""
+        for line, message, *_ in errors:
             if line in self.seen:  # the same row again in a later epoch
                 continue
             self.seen.add(line)
@@ -221,17 +209,18 @@ class RowLoader:
             return modality.load(value, cfg)
 
     def __call__(self, index: int, line: int, values: Mapping[str, Any], where: Callable[[str, str], str]) -> dict:
-        """The item ``{"index", "values": {name: sample}, "error": None | (line, message)}`` of row ``index``.
+        """Row ``index``'s item ``{"index", "values": {name: sample}, "error": None | (line, message, traceback)}``.
 
         ``values`` holds the row's values (paths resolved); ``where(name, problem)`` words
-        the message of a value that fails.
+        the message of a value that fails; ``traceback`` is the failure's (``None`` for a
+        failure known beforehand), shown with ``--debug``.
         """
         loaded: dict[str, Any] = {}
         for name in self.modalities:
             value = values.get(name)
             if value is None:
                 continue
-            problem = self.failed.get(name, {}).get(cache_key(value))
+            problem, trace = self.failed.get(name, {}).get(cache_key(value)), None
             if problem is None and name in self.passthrough:
                 loaded[name] = value
                 continue
@@ -240,8 +229,8 @@ class RowLoader:
                     loaded[name] = self._load(index, name, value)
                     continue
                 except Exception as exc:  # any plugin failure is reported with the line
-                    problem = problem_text(value, exc)
-            return {"index": index, "values": {}, "error": (line, where(name, problem))}
+                    problem, trace = problem_text(value, exc), format_traceback(exc)
+            return {"index": index, "values": {}, "error": (line, where(name, problem), trace)}
         return {"index": index, "values": loaded, "error": None}
 
 
@@ -282,7 +271,7 @@ class Collator:
     """Collates dataset items per modality, with presence masks.
 
     A batch is ``{"inputs": {name: batch or None}, "masks": {name: bool[B]}, "index":
-    long[B], "errors": [(line, message)]}``; each modality's batch holds only its present
+    long[B], "errors": [(line, message, traceback)]}``; each modality's batch holds only its present
     samples (in row order). Items that failed to load leave the batch and are listed in
     ``errors``. Modalities in ``passthrough`` are collated as plain lists of values; for
     modalities in ``preloaded`` (``name -> {cache_key(value): sample}``) the items hold values
@@ -324,8 +313,8 @@ def check_errors(batch: dict, on_error: str, log: ErrorLog | None = None) -> Non
     if not batch["errors"]:
         return
     if on_error == "raise":
-        line, message = batch["errors"][0]
-        raise DataError(message, hint=SKIP_HINT)
+        line, message, trace = batch["errors"][0]
+        raise DataError(message, hint=SKIP_HINT) from (WorkerTraceback(trace) if trace else None)
     if log is not None:
         log.add(batch["errors"])
 
@@ -348,47 +337,3 @@ def cache_key(value: Any) -> Any:
     if isinstance(value, str | int | float | bool):
         return value
     return json.dumps(value, sort_keys=True)
-
-
-def _as_list(items: list) -> list:
-    return items
-
-
-class _ValueDataset(Dataset):
-    """Loads distinct values of one modality; a failure is returned, not raised."""
-
-    def __init__(self, values: list, modality: Modality, cfg: Any):
-        self.values, self.modality, self.cfg = values, modality, cfg
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    def __getitem__(self, i: int):
-        try:
-            return self.values[i], self.modality.load(self.values[i], self.cfg), None
-        except Exception as exc:  # reported per row by the caller
-            return self.values[i], None, problem_text(self.values[i], exc)
-
-
-def iter_unique(values: Iterable, modality: Modality, cfg: Any, batch_size: int = 16, workers: int = 0,
-                ) -> Iterator[list[tuple[Any, Any, str | None]]]:
-    """Load each distinct value once (in DataLoader workers), in batches of ``(value, sample, problem)``.
-
-    ``sample`` is ``None`` and ``problem`` says why when a value fails to load.
-    """
-    unique = list({cache_key(v): v for v in values}.values())
-    yield from DataLoader(_ValueDataset(unique, modality, cfg), batch_size=batch_size, num_workers=workers,
-                          collate_fn=_as_list, generator=torch.Generator().manual_seed(0))
-
-
-def load_unique(values: Iterable, modality: Modality, cfg: Any, workers: int = 0) -> tuple[dict, dict]:
-    """Load each distinct value once: ``(key -> sample, key -> problem)`` (see :func:`cache_key`)."""
-    samples: dict = {}
-    failed: dict = {}
-    for items in iter_unique(values, modality, cfg, workers=workers):
-        for value, sample, problem in items:
-            if problem is None:
-                samples[cache_key(value)] = sample
-            else:
-                failed[cache_key(value)] = problem
-    return samples, failed
