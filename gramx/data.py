@@ -104,46 +104,78 @@ class Manifest:
 def _row(path: Path, line: int, record: Any) -> Row:
     if not isinstance(record, dict):
         raise DataError(f"{path} line {line}: expected an object, got {type(record).__name__}")
+    label = record.get("label")
+    if isinstance(label, list | dict):
+        raise DataError(f"{path} line {line}: the label is a {'list' if isinstance(label, list) else 'JSON object'}",
+                        hint="a label is one string or number; rows with the same label count as matches")
     values = {k: v for k, v in record.items() if k not in RESERVED and v is not None and v != ""}
     rid = record.get("id")
     return Row(line=line, id=str(rid) if rid not in (None, "") else f"{path.stem}:{line}",
-               label=record.get("label") if record.get("label") != "" else None, values=values)
+               label=label if label != "" else None, values=values)
+
+
+def _read_csv(path: Path, f: Iterable[str]) -> list[Row]:
+    reader = csv.DictReader(f)
+    if reader.fieldnames is None:
+        raise DataError(f"{path}: empty CSV manifest (it needs a header row)")
+    repeated = sorted({name for name in reader.fieldnames if reader.fieldnames.count(name) > 1})
+    if repeated:
+        raise DataError(f"{path} line 1: the header names the column {repeated[0]!r} twice",
+                        hint="give each column of the header its own name")
+    rows = []
+    for record in reader:
+        if None in record:
+            raise DataError(f"{path} line {reader.line_num}: more cells than header columns")
+        label = record.get("label")
+        if isinstance(label, str) and _INT.match(label.strip()):
+            record["label"] = int(label)
+        rows.append(_row(path, reader.line_num, record))
+    return rows
+
+
+def _read_jsonl(path: Path, f: Iterable[str]) -> list[Row]:
+    rows = []
+    for line, text in enumerate(f, start=1):
+        if not text.strip():
+            continue
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path} line {line}: invalid JSON ({exc.msg})") from None
+        rows.append(_row(path, line, record))
+    return rows
+
+
+def _text(path: Path) -> str:
+    """A manifest's text: UTF-8, with or without a byte-order mark; bad bytes are an error naming their line."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise DataError(f"{path} line {line}: not UTF-8 text", hint="save the manifest as UTF-8") from None
 
 
 def read_manifest(path: str | Path) -> Manifest:
-    """Read a JSONL (``.jsonl``/``.json``/``.ndjson``) or CSV (``.csv``) manifest."""
+    """Read a JSONL (``.jsonl``/``.json``/``.ndjson``) or CSV (``.csv``) manifest, UTF-8 (a BOM allowed).
+
+    A manifest without rows is an error.
+    """
     path = Path(path).expanduser().resolve()
     if not path.is_file():
         raise DataError(f"manifest not found: {path}", hint="check data.train / data.val or the MANIFEST argument")
     suffix = path.suffix.lower()
-    rows: list[Row] = []
-    columns: set[str] = set()
-    with path.open(encoding="utf-8", newline="") as f:
-        if suffix == ".csv":
-            reader = csv.DictReader(f)
-            if reader.fieldnames is None:
-                raise DataError(f"{path}: empty CSV manifest (it needs a header row)")
-            for record in reader:
-                if None in record:
-                    raise DataError(f"{path} line {reader.line_num}: more cells than header columns")
-                label = record.get("label")
-                if isinstance(label, str) and _INT.match(label.strip()):
-                    record["label"] = int(label)
-                rows.append(_row(path, reader.line_num, record))
-        elif suffix in (".jsonl", ".json", ".ndjson"):
-            for line, text in enumerate(f, start=1):
-                if not text.strip():
-                    continue
-                try:
-                    record = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path} line {line}: invalid JSON ({exc.msg})") from None
-                rows.append(_row(path, line, record))
-        else:
-            raise DataError(f"{path}: unknown manifest format {suffix!r}", hint="use .jsonl or .csv")
-    for r in rows:
-        columns.update(r.values)
-    return Manifest(path=path, rows=rows, columns=sorted(columns))
+    if suffix not in (".csv", ".jsonl", ".json", ".ndjson"):
+        raise DataError(f"{path}: unknown manifest format {suffix!r}", hint="use .jsonl or .csv")
+    text = io.StringIO(_text(path), newline="")
+    rows = _read_csv(path, text) if suffix == ".csv" else _read_jsonl(path, text)
+    if not rows:
+        raise DataError(f"{path}: the manifest has no rows", hint="a manifest holds one tuple per line")
+    columns = sorted({name for r in rows for name in r.values})
+    return Manifest(path=path, rows=rows, columns=columns)
 
 
 @dataclass

@@ -45,6 +45,89 @@ def one_line_error(capsys) -> tuple[str, str]:
     return err[0], err[1]
 
 
+# ---------------------------------------------------------------- manifests
+
+
+def test_a_manifest_saved_with_a_byte_order_mark_keeps_its_first_column(tmp_path):
+    (tmp_path / "rows.csv").write_bytes("id,text,label\na,the digit one,1\nb,the digit two,2\n".encode("utf-8-sig"))
+    manifest = read_manifest(tmp_path / "rows.csv")
+    assert [r.id for r in manifest.rows] == ["a", "b"] and manifest.columns == ["text"]
+    (tmp_path / "rows.jsonl").write_bytes('{"id": "a", "text": "one"}\n'.encode("utf-8-sig"))
+    assert [r.id for r in read_manifest(tmp_path / "rows.jsonl").rows] == ["a"]
+
+
+def test_a_repeated_csv_column_is_an_error(tmp_path):
+    (tmp_path / "rows.csv").write_text("id,text,text\na,one,two\n")
+    with pytest.raises(DataError, match=r"rows.csv line 1: the header names the column 'text' twice"):
+        read_manifest(tmp_path / "rows.csv")
+
+
+@pytest.mark.parametrize("command", ["eval", "embed", "shards", "train"])
+@pytest.mark.parametrize("content", ["", "\n\n", "id,text\n"], ids=["empty", "blank lines", "header only"])
+def test_an_empty_manifest_is_refused_by_every_command(tmp_path, model_dir, fixture_plugins, capsys, command,
+                                                       content):
+    manifest = tmp_path / ("rows.csv" if content.startswith("id") else "rows.jsonl")
+    manifest.write_text(content)
+    out = str(tmp_path / "out")
+    if command == "train":
+        data = run_config(tmp_path)
+        data["data"]["train"] = str(manifest)
+        (tmp_path / "run.yaml").write_text(yaml.safe_dump(data))
+    args = {"eval": ["eval", str(model_dir), str(manifest)],
+            "embed": ["embed", str(model_dir), str(manifest), "-o", out],
+            "shards": ["shards", str(manifest), "-o", out],
+            "train": ["train", str(tmp_path / "run.yaml")]}[command]
+    assert main(args) == 1
+    error, _ = one_line_error(capsys)
+    assert str(manifest) in error and "no rows" in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_bytes_that_are_not_utf8_name_their_line(tmp_path, model_dir, fixture_plugins, capsys):
+    manifest = tmp_path / "rows.jsonl"
+    manifest.write_bytes(b'{"text": "one"}\n{"text": "two"}\n{"text": "caf\xe9"}\n')
+    with pytest.raises(DataError, match=r"rows.jsonl line 3: not UTF-8 text"):
+        read_manifest(manifest)
+    assert main(["eval", str(model_dir), str(manifest)]) == 1
+    error, hint = one_line_error(capsys)
+    assert error == f"gramx: error: {manifest} line 3: not UTF-8 text" and "UTF-8" in hint
+
+
+@pytest.mark.parametrize("label", [[1, 2], {"class": 1}])
+def test_a_label_must_be_one_value(tmp_path, model_dir, fixture_plugins, capsys, label):
+    manifest = make_dataset(tmp_path, n=4)
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    rows[2]["label"] = label
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["eval", str(model_dir), str(manifest)]) == 1
+    error, hint = one_line_error(capsys)
+    assert f"{manifest} line 3: the label is a" in error and "one string or number" in hint
+
+
+# ---------------------------------------------------------------- count options
+
+
+@pytest.mark.parametrize("args", [
+    ["search", "M", "--index", "I", "--query", "q", "-k", "0"],
+    ["search", "M", "--index", "I", "--query", "q", "-k", "-2"],
+    ["eval", "M", "m.jsonl", "--batch-size", "0"],
+    ["embed", "M", "m.jsonl", "-o", "out", "--batch-size", "-1"],
+    ["eval", "M", "m.jsonl", "--workers", "-1"],
+    ["shards", "m.jsonl", "-o", "out", "--shard-size", "0"],
+    ["eval", "M", "m.jsonl", "--batch-size", "1.5"],
+])
+def test_count_options_take_whole_numbers_in_range(capsys, args):
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(args)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "must be at least" in err or "expected a whole number" in err
+
+
+def test_zero_workers_is_a_count_too():
+    assert build_parser().parse_args(["eval", "M", "m.jsonl", "--workers", "0"]).workers == 0
+
+
 # ---------------------------------------------------------------- errors raised in DataLoader workers
 
 
