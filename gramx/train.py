@@ -36,10 +36,12 @@ from gramx import distributed as gdist
 from gramx.atomic import check_output, remove
 from gramx.batch_norm import agree_on_sync, use_global_batch_norm
 from gramx.checkpoint import (
+    Plan,
     TrainingParts,
     latest_checkpoint,
     prune_checkpoints,
     restore_checkpoint,
+    restoring,
     resume_from,
     rng_state,
     write_checkpoint,
@@ -319,13 +321,15 @@ class Trainer:
 
     def _restore(self) -> None:
         path = self.checkpoint
-        state = restore_checkpoint(path, self.parts, self.ctx.rank, self.ctx.world_size, self.device)
-        errors = state["errors"][self.ctx.rank]
-        self.errors.count, self.errors.examples, self.errors.seen = errors["count"], errors["examples"], set(errors["seen"])
-        self.skipped_terms = Counter(state.get("skipped_terms", {}))
-        self.local_norm = Counter(state.get("local_norm", {}))
+        plan = Plan(self.total_steps, self.steps_per_epoch, self.config.optim.accumulate, self.ctx.world_size)
+        state = restore_checkpoint(path, self.parts, plan, self.ctx.rank, self.device)
+        with restoring(path / "state.json"):  # an edited entry is an error naming the file
+            mine = state["errors"][self.ctx.rank]
+            self.errors.count, self.errors.examples, self.errors.seen = mine["count"], mine["examples"], set(mine["seen"])
+            self.skipped_terms = Counter(state.get("skipped_terms", {}))
+            self.local_norm = Counter(state.get("local_norm", {}))
+            self.val_report = state.get("val")
         self.step, self.epoch, self.micro = state["step"], state["epoch"], state["micro"]
-        self.val_report = state.get("val")
         if self.ctx.is_main:
             log.info("resumed from %s (step %d, epoch %d)", path, self.step, self.epoch)
 

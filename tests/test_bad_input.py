@@ -128,6 +128,86 @@ def test_zero_workers_is_a_count_too():
     assert build_parser().parse_args(["eval", "M", "m.jsonl", "--workers", "0"]).workers == 0
 
 
+# ---------------------------------------------------------------- checkpoints
+
+
+@pytest.fixture
+def stopped_run(tmp_path, fixture_plugins):
+    """A run file and its run stopped after step 3 of 6 (its newest checkpoint: step 3, epoch 0)."""
+    data = run_config(tmp_path, optim={"epochs": 1}, output={"checkpoint_every": 3})
+    data["data"]["val"] = None
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text(yaml.safe_dump(data))
+    train(parse_config(data, tmp_path))
+    run = tmp_path / "run"
+    shutil.rmtree(run / "model")
+    shutil.rmtree(run / "checkpoints" / "step-00000006")
+    return run_file, latest_checkpoint(run)
+
+
+@pytest.mark.parametrize("edit,expected", [
+    ({"step": -3}, "must be whole numbers >= 0"),
+    ({"step": 3.5}, "must be whole numbers >= 0"),
+    ({"step": 6, "micro": 24}, "step 6 is not the step its folder step-00000003 names"),
+    ({"epoch": 1}, "is no position of this run"),
+    ({"micro": 5}, "is no position of this run"),
+    ({"rng": []}, "rng and errors need one entry per process (1)"),
+    ({"errors": [{"count": 0}]}, "cannot be restored (KeyError: 'examples')"),
+    ({"optimizer": None}, None),
+])
+def test_an_edited_checkpoint_state_is_refused_naming_it(stopped_run, capsys, edit, expected):
+    run_file, checkpoint = stopped_run
+    state = json.loads((checkpoint / "state.json").read_text())
+    if edit == {"optimizer": None}:
+        del state["optimizer"]
+        expected = "a state needs the keys"
+    else:
+        state.update(edit)
+    (checkpoint / "state.json").write_text(json.dumps(state))
+    assert main(["train", str(run_file), "--resume"]) == 1
+    error, hint = one_line_error(capsys)
+    assert error.startswith(f"gramx: error: {checkpoint / 'state.json'}: ") and expected in error, error
+    assert "--overwrite" in hint
+    assert not (run_file.parent / "run" / "model").exists()
+
+
+def test_a_checkpoint_past_the_end_of_the_run_is_refused(stopped_run, capsys):
+    """Step 3 of a run shortened to 2 steps: no position of it to continue from."""
+    run_file, checkpoint = stopped_run
+    assert main(["train", str(run_file), "--resume", "--set", "optim.max_steps=2"]) == 1
+    error, _ = one_line_error(capsys)
+    assert error == f"gramx: error: {checkpoint / 'state.json'}: step 3 is past the end of this run (2 steps)"
+
+
+def test_a_checkpoint_of_other_data_is_refused(stopped_run, capsys):
+    """The same checkpoint against a batch size that makes epochs of 3 steps: its epoch 0, step 3 does not fit."""
+    run_file, checkpoint = stopped_run
+    assert main(["train", str(run_file), "--resume", "--set", "data.batch_size=8"]) == 1
+    error, hint = one_line_error(capsys)
+    assert "step 3 at epoch 0, micro-batch 3 is no position of this run (3 steps per epoch, 1 micro-batches per step)" in error
+    assert "the run file, data and --set options the run was started with" in hint
+
+
+@pytest.mark.parametrize("damage", ["truncated", "wrong shape", "missing tensor"])
+def test_a_damaged_optimizer_state_is_an_error_naming_its_file(stopped_run, capsys, damage):
+    run_file, checkpoint = stopped_run
+    path = checkpoint / "optimizer.safetensors"
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:200])
+    else:
+        tensors = load_file(str(path))
+        key = next(k for k in tensors if k.endswith("exp_avg"))
+        if damage == "wrong shape":
+            tensors[key] = torch.zeros(3)
+        else:
+            del tensors[key]
+        save_file(tensors, str(path))
+    assert main(["train", str(run_file), "--resume"]) == 1
+    error, hint = one_line_error(capsys)
+    assert error.startswith(f"gramx: error: {path}: cannot be restored (")
+    assert f"delete {checkpoint} to resume from the one before it" in hint
+
+
 # ---------------------------------------------------------------- errors raised in DataLoader workers
 
 
