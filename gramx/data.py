@@ -32,7 +32,7 @@ from gramx.randomness import sample_seed, seeded
 from gramx.workers import WorkerTraceback, format_traceback
 
 __all__ = ["Row", "Manifest", "read_manifest", "DataError", "ErrorLog", "ManifestDataset", "Collator", "check_errors",
-           "to_device", "cache_key", "problem_text", "RowLoader", "check_columns"]
+           "item_errors", "to_device", "cache_key", "problem_text", "RowLoader", "check_columns"]
 
 RESERVED = ("id", "label")
 #: What to do about a bad row, for error hints.
@@ -187,9 +187,8 @@ class ErrorLog:
     examples: list[str] = field(default_factory=list)
     seen: set = field(default_factory=set)
 
-    def add(self, errors: Iterable[tuple]) -> None:
-        """Record ``(line, message)`` pairs (a batch's errors, which also hold a traceback)."""
-        for line, message, *_ in errors:
+    def add(self, errors: Iterable[tuple[int, str]]) -> None:
+        for line, message in errors:
             if line in self.seen:  # the same row again in a later epoch
                 continue
             self.seen.add(line)
@@ -241,11 +240,11 @@ class RowLoader:
             return modality.load(value, cfg)
 
     def __call__(self, index: int, line: int, values: Mapping[str, Any], where: Callable[[str, str], str]) -> dict:
-        """Row ``index``'s item ``{"index", "values": {name: sample}, "error": None | (line, message, traceback)}``.
+        """The item ``{"index", "values": {name: sample}, "error": None | (line, message)}`` of row ``index``.
 
         ``values`` holds the row's values (paths resolved); ``where(name, problem)`` words
-        the message of a value that fails; ``traceback`` is the failure's (``None`` for a
-        failure known beforehand), shown with ``--debug``.
+        the message of a value that fails. An item that failed also holds the failure's
+        ``"traceback"`` (``None`` for a failure known beforehand), shown with ``--debug``.
         """
         loaded: dict[str, Any] = {}
         for name in self.modalities:
@@ -262,7 +261,7 @@ class RowLoader:
                     continue
                 except Exception as exc:  # any plugin failure is reported with the line
                     problem, trace = problem_text(value, exc), format_traceback(exc)
-            return {"index": index, "values": {}, "error": (line, where(name, problem), trace)}
+            return {"index": index, "values": {}, "error": (line, where(name, problem)), "traceback": trace}
         return {"index": index, "values": loaded, "error": None}
 
 
@@ -303,11 +302,11 @@ class Collator:
     """Collates dataset items per modality, with presence masks.
 
     A batch is ``{"inputs": {name: batch or None}, "masks": {name: bool[B]}, "index":
-    long[B], "errors": [(line, message, traceback)]}``; each modality's batch holds only its present
-    samples (in row order). Items that failed to load leave the batch and are listed in
-    ``errors``. Modalities in ``passthrough`` are collated as plain lists of values; for
-    modalities in ``preloaded`` (``name -> {cache_key(value): sample}``) the items hold values
-    whose samples are taken from there.
+    long[B], "errors": [(line, message)], "tracebacks": [str or None]}``; each modality's batch
+    holds only its present samples (in row order). Items that failed to load leave the batch
+    and are listed in ``errors`` (:func:`item_errors`). Modalities in ``passthrough`` are
+    collated as plain lists of values; for modalities in ``preloaded`` (``name ->
+    {cache_key(value): sample}``) the items hold values whose samples are taken from there.
     """
 
     def __init__(
@@ -321,7 +320,7 @@ class Collator:
         self.preloaded = dict(preloaded or {})
 
     def __call__(self, items: list[dict]) -> dict:
-        errors = [item["error"] for item in items if item["error"] is not None]
+        errors = item_errors(items)
         items = [item for item in items if item["error"] is None]
         inputs, masks = {}, {}
         for name, (modality, cfg) in self.modalities.items():
@@ -337,16 +336,22 @@ class Collator:
             else:
                 inputs[name] = modality.make_batch(present, cfg)
         index = torch.tensor([item["index"] for item in items], dtype=torch.long)
-        return {"inputs": inputs, "masks": masks, "index": index, "errors": errors}
+        return {"inputs": inputs, "masks": masks, "index": index, **errors}
+
+
+def item_errors(items: Iterable[dict]) -> dict[str, list]:
+    """The failures among dataset items: ``{"errors": [(line, message)], "tracebacks": [traceback]}``."""
+    failed = [item for item in items if item["error"] is not None]
+    return {"errors": [item["error"] for item in failed], "tracebacks": [item.get("traceback") for item in failed]}
 
 
 def check_errors(batch: dict, on_error: str, log: ErrorLog | None = None) -> None:
-    """Raise on a batch's load errors (``on_error="raise"``) or record them in ``log``."""
+    """Raise on a batch's load errors (``on_error="raise"``, the traceback as the cause) or record them in ``log``."""
     if not batch["errors"]:
         return
     if on_error == "raise":
-        line, message, trace = batch["errors"][0]
-        raise DataError(message, hint=SKIP_HINT) from (WorkerTraceback(trace) if trace else None)
+        trace = batch.get("tracebacks", [None])[0]
+        raise DataError(batch["errors"][0][1], hint=SKIP_HINT) from (WorkerTraceback(trace) if trace else None)
     if log is not None:
         log.add(batch["errors"])
 

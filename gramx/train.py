@@ -47,7 +47,7 @@ from gramx.checkpoint import (
     write_checkpoint,
 )
 from gramx.config import RunConfig
-from gramx.data import DataError, ErrorLog, check_errors, read_manifest, to_device
+from gramx.data import DataError, ErrorLog, check_errors, item_errors, read_manifest, to_device
 from gramx.divergence import DivergenceGuard
 from gramx.errors import GramxError
 from gramx.evaluate import evaluate, read_classes, summarize, zeroshot_targets
@@ -255,8 +255,7 @@ class Trainer:
     def _check_left_over(self) -> None:
         """Load the rows this epoch left over, only to report the bad ones (see gramx.training_data)."""
         items = self.data.load(self.epoch, self.data.left_over(self.epoch))
-        check_errors({"errors": [item["error"] for item in items if item["error"]]}, self.config.data.on_error,
-                     self.errors)
+        check_errors(item_errors(items), self.config.data.on_error, self.errors)
 
     def _optimizer_step(self, micro_batches: list[tuple]) -> bool:
         """Take the step, or skip it (``False``) when its loss or gradient is not finite (gramx.divergence)."""
