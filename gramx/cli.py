@@ -259,6 +259,21 @@ command line (arguments, --set) against the working folder. Nothing is ever writ
 or folder gramx did not make, unless you pass --overwrite."""
 
 
+def _count(minimum: int = 1):
+    """The argparse type of a count option: a whole number of at least ``minimum``."""
+
+    def count(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return count
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``gramx`` command."""
     parser = argparse.ArgumentParser(
@@ -302,8 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
         if loading:
             modalities_option(p)
             p.add_argument("manifest", metavar="MANIFEST", help="JSONL or CSV manifest")
-            p.add_argument("--batch-size", type=int, default=64, help="rows per batch (default 64)")
-            p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+            p.add_argument("--batch-size", type=_count(), default=64, help="rows per batch (default 64)")
+            p.add_argument("--workers", type=_count(0), default=0, help="DataLoader worker processes")
             p.add_argument("--on-error", choices=["raise", "skip"], default="raise",
                            help="a bad row: stop (default) or skip it and report it")
 
@@ -362,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
                      cmd_shards)
     shards.add_argument("manifest", metavar="MANIFEST", help="JSONL or CSV manifest")
     shards.add_argument("-o", "--output", required=True, type=Path, help="shard folder to write")
-    shards.add_argument("--shard-size", type=int, default=1000, help="rows per shard (default 1000)")
+    shards.add_argument("--shard-size", type=_count(), default=1000, help="rows per shard (default 1000)")
     shards.add_argument("--on-error", choices=["raise", "skip"], default="raise",
                         help="a row whose file cannot be read: stop (default) or leave it out and report it")
     shards.add_argument("--overwrite", action="store_true", help="replace the output even if it is not a shard folder")
@@ -377,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--query-modality", help="modality of the query (default: text for --query)")
     search.add_argument("--modality", help="candidate modality, or several comma-separated for tuples "
                         "(default: every indexed modality except the query's)")
-    search.add_argument("-k", type=int, default=10, help="number of results (default 10)")
+    search.add_argument("-k", type=_count(), default=10, help="number of results (default 10)")
     search.add_argument("--json", action="store_true", help="print JSON")
     get_host().add_commands(commands, parents=[common])  # commands contributed by plugins (e.g. `gramx demo`)
     return parser

@@ -200,6 +200,10 @@ class OptimConfig(Section):
     schedule: Literal["cosine", "constant"] = "cosine"
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine floor as a fraction of lr")
     grad_clip: float | None = Field(1.0, gt=0, description="max global gradient norm; None = off")
+    skip_nonfinite: int = Field(
+        0, ge=0, description="optimizer steps in a row whose loss or gradient is not finite (NaN, inf) to skip, "
+        "leaving the weights as they were, before the run stops with an error; 0 = stop at the first"
+    )
     accumulate: int = Field(1, ge=1, description="micro-batches per optimizer step")
     amp: Literal["auto", "bf16", "fp16", "none"] = Field(
         "auto", description="autocast dtype; auto = bf16 on CUDA, none on CPU"

@@ -15,37 +15,24 @@ from __future__ import annotations
 
 import csv
 import difflib
+import io
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from gramx.errors import GramxError
 from gramx.modality import Modality
 from gramx.randomness import sample_seed, seeded
+from gramx.workers import WorkerTraceback, format_traceback
 
-__all__ = [
-    "Row",
-    "Manifest",
-    "read_manifest",
-    "DataError",
-    "ErrorLog",
-    "ManifestDataset",
-    "Collator",
-    "check_errors",
-    "to_device",
-    "cache_key",
-    "problem_text",
-    "iter_unique",
-    "load_unique",
-    "RowLoader",
-    "check_columns",
-]
+__all__ = ["Row", "Manifest", "read_manifest", "DataError", "ErrorLog", "ManifestDataset", "Collator", "check_errors",
+           "item_errors", "to_device", "cache_key", "problem_text", "RowLoader", "check_columns"]
 
 RESERVED = ("id", "label")
 #: What to do about a bad row, for error hints.
@@ -117,46 +104,78 @@ class Manifest:
 def _row(path: Path, line: int, record: Any) -> Row:
     if not isinstance(record, dict):
         raise DataError(f"{path} line {line}: expected an object, got {type(record).__name__}")
+    label = record.get("label")
+    if isinstance(label, list | dict):
+        raise DataError(f"{path} line {line}: the label is a {'list' if isinstance(label, list) else 'JSON object'}",
+                        hint="a label is one string or number; rows with the same label count as matches")
     values = {k: v for k, v in record.items() if k not in RESERVED and v is not None and v != ""}
     rid = record.get("id")
     return Row(line=line, id=str(rid) if rid not in (None, "") else f"{path.stem}:{line}",
-               label=record.get("label") if record.get("label") != "" else None, values=values)
+               label=label if label != "" else None, values=values)
+
+
+def _read_csv(path: Path, f: Iterable[str]) -> list[Row]:
+    reader = csv.DictReader(f)
+    if reader.fieldnames is None:
+        raise DataError(f"{path}: empty CSV manifest (it needs a header row)")
+    repeated = sorted({name for name in reader.fieldnames if reader.fieldnames.count(name) > 1})
+    if repeated:
+        raise DataError(f"{path} line 1: the header names the column {repeated[0]!r} twice",
+                        hint="give each column of the header its own name")
+    rows = []
+    for record in reader:
+        if None in record:
+            raise DataError(f"{path} line {reader.line_num}: more cells than header columns")
+        label = record.get("label")
+        if isinstance(label, str) and _INT.match(label.strip()):
+            record["label"] = int(label)
+        rows.append(_row(path, reader.line_num, record))
+    return rows
+
+
+def _read_jsonl(path: Path, f: Iterable[str]) -> list[Row]:
+    rows = []
+    for line, text in enumerate(f, start=1):
+        if not text.strip():
+            continue
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path} line {line}: invalid JSON ({exc.msg})") from None
+        rows.append(_row(path, line, record))
+    return rows
+
+
+def _text(path: Path) -> str:
+    """A manifest's text: UTF-8, with or without a byte-order mark; bad bytes are an error naming their line."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise DataError(f"{path} line {line}: not UTF-8 text", hint="save the manifest as UTF-8") from None
 
 
 def read_manifest(path: str | Path) -> Manifest:
-    """Read a JSONL (``.jsonl``/``.json``/``.ndjson``) or CSV (``.csv``) manifest."""
+    """Read a JSONL (``.jsonl``/``.json``/``.ndjson``) or CSV (``.csv``) manifest, UTF-8 (a BOM allowed).
+
+    A manifest without rows is an error.
+    """
     path = Path(path).expanduser().resolve()
     if not path.is_file():
         raise DataError(f"manifest not found: {path}", hint="check data.train / data.val or the MANIFEST argument")
     suffix = path.suffix.lower()
-    rows: list[Row] = []
-    columns: set[str] = set()
-    with path.open(encoding="utf-8", newline="") as f:
-        if suffix == ".csv":
-            reader = csv.DictReader(f)
-            if reader.fieldnames is None:
-                raise DataError(f"{path}: empty CSV manifest (it needs a header row)")
-            for record in reader:
-                if None in record:
-                    raise DataError(f"{path} line {reader.line_num}: more cells than header columns")
-                label = record.get("label")
-                if isinstance(label, str) and _INT.match(label.strip()):
-                    record["label"] = int(label)
-                rows.append(_row(path, reader.line_num, record))
-        elif suffix in (".jsonl", ".json", ".ndjson"):
-            for line, text in enumerate(f, start=1):
-                if not text.strip():
-                    continue
-                try:
-                    record = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path} line {line}: invalid JSON ({exc.msg})") from None
-                rows.append(_row(path, line, record))
-        else:
-            raise DataError(f"{path}: unknown manifest format {suffix!r}", hint="use .jsonl or .csv")
-    for r in rows:
-        columns.update(r.values)
-    return Manifest(path=path, rows=rows, columns=sorted(columns))
+    if suffix not in (".csv", ".jsonl", ".json", ".ndjson"):
+        raise DataError(f"{path}: unknown manifest format {suffix!r}", hint="use .jsonl or .csv")
+    text = io.StringIO(_text(path), newline="")
+    rows = _read_csv(path, text) if suffix == ".csv" else _read_jsonl(path, text)
+    if not rows:
+        raise DataError(f"{path}: the manifest has no rows", hint="a manifest holds one tuple per line")
+    columns = sorted({name for r in rows for name in r.values})
+    return Manifest(path=path, rows=rows, columns=columns)
 
 
 @dataclass
@@ -224,14 +243,15 @@ class RowLoader:
         """The item ``{"index", "values": {name: sample}, "error": None | (line, message)}`` of row ``index``.
 
         ``values`` holds the row's values (paths resolved); ``where(name, problem)`` words
-        the message of a value that fails.
+        the message of a value that fails. An item that failed also holds the failure's
+        ``"traceback"`` (``None`` for a failure known beforehand), shown with ``--debug``.
         """
         loaded: dict[str, Any] = {}
         for name in self.modalities:
             value = values.get(name)
             if value is None:
                 continue
-            problem = self.failed.get(name, {}).get(cache_key(value))
+            problem, trace = self.failed.get(name, {}).get(cache_key(value)), None
             if problem is None and name in self.passthrough:
                 loaded[name] = value
                 continue
@@ -240,8 +260,8 @@ class RowLoader:
                     loaded[name] = self._load(index, name, value)
                     continue
                 except Exception as exc:  # any plugin failure is reported with the line
-                    problem = problem_text(value, exc)
-            return {"index": index, "values": {}, "error": (line, where(name, problem))}
+                    problem, trace = problem_text(value, exc), format_traceback(exc)
+            return {"index": index, "values": {}, "error": (line, where(name, problem)), "traceback": trace}
         return {"index": index, "values": loaded, "error": None}
 
 
@@ -282,11 +302,11 @@ class Collator:
     """Collates dataset items per modality, with presence masks.
 
     A batch is ``{"inputs": {name: batch or None}, "masks": {name: bool[B]}, "index":
-    long[B], "errors": [(line, message)]}``; each modality's batch holds only its present
-    samples (in row order). Items that failed to load leave the batch and are listed in
-    ``errors``. Modalities in ``passthrough`` are collated as plain lists of values; for
-    modalities in ``preloaded`` (``name -> {cache_key(value): sample}``) the items hold values
-    whose samples are taken from there.
+    long[B], "errors": [(line, message)], "tracebacks": [str or None]}``; each modality's batch
+    holds only its present samples (in row order). Items that failed to load leave the batch
+    and are listed in ``errors`` (:func:`item_errors`). Modalities in ``passthrough`` are
+    collated as plain lists of values; for modalities in ``preloaded`` (``name ->
+    {cache_key(value): sample}``) the items hold values whose samples are taken from there.
     """
 
     def __init__(
@@ -300,7 +320,7 @@ class Collator:
         self.preloaded = dict(preloaded or {})
 
     def __call__(self, items: list[dict]) -> dict:
-        errors = [item["error"] for item in items if item["error"] is not None]
+        errors = item_errors(items)
         items = [item for item in items if item["error"] is None]
         inputs, masks = {}, {}
         for name, (modality, cfg) in self.modalities.items():
@@ -316,16 +336,22 @@ class Collator:
             else:
                 inputs[name] = modality.make_batch(present, cfg)
         index = torch.tensor([item["index"] for item in items], dtype=torch.long)
-        return {"inputs": inputs, "masks": masks, "index": index, "errors": errors}
+        return {"inputs": inputs, "masks": masks, "index": index, **errors}
+
+
+def item_errors(items: Iterable[dict]) -> dict[str, list]:
+    """The failures among dataset items: ``{"errors": [(line, message)], "tracebacks": [traceback]}``."""
+    failed = [item for item in items if item["error"] is not None]
+    return {"errors": [item["error"] for item in failed], "tracebacks": [item.get("traceback") for item in failed]}
 
 
 def check_errors(batch: dict, on_error: str, log: ErrorLog | None = None) -> None:
-    """Raise on a batch's load errors (``on_error="raise"``) or record them in ``log``."""
+    """Raise on a batch's load errors (``on_error="raise"``, the traceback as the cause) or record them in ``log``."""
     if not batch["errors"]:
         return
     if on_error == "raise":
-        line, message = batch["errors"][0]
-        raise DataError(message, hint=SKIP_HINT)
+        trace = batch.get("tracebacks", [None])[0]
+        raise DataError(batch["errors"][0][1], hint=SKIP_HINT) from (WorkerTraceback(trace) if trace else None)
     if log is not None:
         log.add(batch["errors"])
 
@@ -348,47 +374,3 @@ def cache_key(value: Any) -> Any:
     if isinstance(value, str | int | float | bool):
         return value
     return json.dumps(value, sort_keys=True)
-
-
-def _as_list(items: list) -> list:
-    return items
-
-
-class _ValueDataset(Dataset):
-    """Loads distinct values of one modality; a failure is returned, not raised."""
-
-    def __init__(self, values: list, modality: Modality, cfg: Any):
-        self.values, self.modality, self.cfg = values, modality, cfg
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    def __getitem__(self, i: int):
-        try:
-            return self.values[i], self.modality.load(self.values[i], self.cfg), None
-        except Exception as exc:  # reported per row by the caller
-            return self.values[i], None, problem_text(self.values[i], exc)
-
-
-def iter_unique(values: Iterable, modality: Modality, cfg: Any, batch_size: int = 16, workers: int = 0,
-                ) -> Iterator[list[tuple[Any, Any, str | None]]]:
-    """Load each distinct value once (in DataLoader workers), in batches of ``(value, sample, problem)``.
-
-    ``sample`` is ``None`` and ``problem`` says why when a value fails to load.
-    """
-    unique = list({cache_key(v): v for v in values}.values())
-    yield from DataLoader(_ValueDataset(unique, modality, cfg), batch_size=batch_size, num_workers=workers,
-                          collate_fn=_as_list, generator=torch.Generator().manual_seed(0))
-
-
-def load_unique(values: Iterable, modality: Modality, cfg: Any, workers: int = 0) -> tuple[dict, dict]:
-    """Load each distinct value once: ``(key -> sample, key -> problem)`` (see :func:`cache_key`)."""
-    samples: dict = {}
-    failed: dict = {}
-    for items in iter_unique(values, modality, cfg, workers=workers):
-        for value, sample, problem in items:
-            if problem is None:
-                samples[cache_key(value)] = sample
-            else:
-                failed[cache_key(value)] = problem
-    return samples, failed

@@ -22,13 +22,12 @@ from gramx.data import (
     Manifest,
     ManifestDataset,
     cache_key,
-    iter_unique,
-    load_unique,
     read_manifest,
     to_device,
 )
 from gramx.modality import Modality
 from gramx.progress import progress as progress_report
+from gramx.unique import iter_unique, load_unique
 
 if TYPE_CHECKING:
     from gramx.config import RunConfig

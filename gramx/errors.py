@@ -21,6 +21,9 @@ class LoadError(GramxError):
         self.problem = problem
         super().__init__(f"{self.source}: {problem}", hint)
 
+    def __reduce__(self):  # rebuilt from its own arguments (e.g. when a DataLoader worker sends it)
+        return type(self), (self.source, self.problem, self.hint)
+
 
 class PluginError(GramxError):
     """A modality is unknown, duplicated or invalid."""

@@ -370,7 +370,7 @@ class DataAnchorMatching(nn.Module):
         n = rows.numel()
         if n < 2:
             raise NothingToContrast("DAM needs at least two samples with an anchor and another modality")
-        logits = -volumes / self.temperature
+        logits = (-volumes / self.temperature).nan_to_num(0.0)  # NaN features: the loss says so, not the sampling
         logits.fill_diagonal_(float("-inf"))  # the positive is never its own negative
         neg_tuple = rows[torch.multinomial(logits.softmax(dim=1), 1).squeeze(1)]
         neg_anchor = rows[torch.multinomial(logits.T.softmax(dim=1), 1).squeeze(1)]

@@ -76,14 +76,21 @@ class Precision:
         """``loss.backward()``, scaled for fp16."""
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
-    def step(self, optimizer: torch.optim.Optimizer, params: list[torch.Tensor], grad_clip: float | None) -> None:
-        """Unscale (fp16), clip the global gradient norm and take the optimizer step."""
+    def unscale(self, optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> torch.Tensor:
+        """Unscale the gradients (fp16); returns their global norm (not finite when one of them is not)."""
         if self.scaler is not None:
             self.scaler.unscale_(optimizer)
-        if grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        return torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+
+    def step(self, optimizer: torch.optim.Optimizer, params: list[torch.Tensor], grad_clip: float | None,
+             norm: torch.Tensor, skip: bool = False) -> None:
+        """Clip the gradients to the global norm ``grad_clip`` (``norm``: :meth:`unscale`'s) and take the
+        optimizer step; ``skip`` leaves the weights as they are."""
+        if not skip and grad_clip:
+            torch.nn.utils.clip_grads_with_norm_(params, grad_clip, norm)
         if self.scaler is not None:
-            self.scaler.step(optimizer)
+            if not skip:
+                self.scaler.step(optimizer)
             self.scaler.update()
-        else:
+        elif not skip:
             optimizer.step()

@@ -16,9 +16,7 @@ position, its modality and its checked suffix (``000000042.audio.flac``; no othe
 the shard), the path goes to the modality's ``load``, and the file is deleted right after:
 plugins read paths from shards exactly as from a manifest and need no change (a file-like
 object would break every plugin that takes a path; extracting whole shards would copy the
-data set to disk). Messages about a bad entry name the manifest line and ``shard:entry``. A
-:class:`gramx.errors.GramxError` raised in a DataLoader worker reaches the main process
-whole (:class:`WorkerFailure`), its message and hint as they were.
+data set to disk). Messages about a bad entry name the manifest line and ``shard:entry``.
 """
 
 from __future__ import annotations
@@ -27,25 +25,23 @@ import json
 import os
 import tarfile
 import tempfile
-import traceback
 from collections import Counter
-from collections.abc import Callable, Container, Iterator, Sequence
+from collections.abc import Container, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import numpy as np
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset, get_worker_info
 from webdataset.shardlists import expand_urls
 
 from gramx.data import DataError, RowLoader, check_columns
-from gramx.errors import GramxError
 from gramx.shards import ENTRY, REWRITE_HINT, SHARDS, VALUE_ENTRY, RowRecord, check_record, read_regular
 from gramx.validation import format_validation_error
 
-__all__ = ["ShardIndex", "ShardSet", "StoredRow", "read_shards", "ShardStream", "WorkerFailure", "WorkerTraceback"]
+__all__ = ["ShardIndex", "ShardSet", "StoredRow", "read_shards", "ShardStream"]
 
 _U64 = 1 << 64
 _KINDS = {tarfile.SYMTYPE: "symbolic link", tarfile.LNKTYPE: "hard link", tarfile.DIRTYPE: "folder",
@@ -276,71 +272,22 @@ def read_shards(path: str | Path) -> ShardSet:
                     [listed[n].columns for n in names])
 
 
-class WorkerTraceback(Exception):
-    """The traceback of an error raised in a DataLoader worker: the cause of the error raised in the main process."""
-
-
-@dataclass
-class WorkerFailure:
-    """A GramxError raised in a DataLoader worker, sent to the main process in place of a batch.
-
-    Raised by a DataLoader itself, it would reach the main process as its class built from the
-    worker's traceback text (the message a traceback, the hint lost). Its parts travel instead,
-    whatever the subclass's constructor takes; :meth:`reraise` raises it as it was, with the
-    worker's traceback as its cause (shown with ``--debug``).
-    """
-
-    kind: type
-    args: tuple
-    state: dict
-    trace: str
-
-    @classmethod
-    def of(cls, error: GramxError) -> WorkerFailure:
-        return cls(type(error), error.args, vars(error), traceback.format_exc())
-
-    def reraise(self) -> NoReturn:
-        error = self.kind.__new__(self.kind)
-        error.args = self.args
-        vars(error).update(self.state)
-        raise error from WorkerTraceback(self.trace)
-
-
-def _as_is(batch: Any) -> Any:
-    return batch
-
-
 class ShardStream(IterableDataset):
     """One process's micro-batches, streamed from shards: yields each batch as a list of dataset items.
 
     ``batches`` holds each micro-batch as flat row numbers (see :meth:`ShardSet.epoch_order`);
     DataLoader worker ``w`` of ``W`` yields batches ``w, w + W, ...``, which is the order the
     DataLoader returns them in, so the batches do not depend on the number of workers. A
-    worker reads each shard it needs once, keeping only its own rows of that shard. With a
-    ``collate``, it yields each batch collated.
+    worker reads each shard it needs once, keeping only its own rows of that shard. Read it
+    through a :class:`gramx.workers.WorkerLoader` so that an error in a worker reaches the
+    caller whole.
     """
 
-    def __init__(self, shards: ShardSet, loader: RowLoader, batches: list[np.ndarray],
-                 collate: Callable[[list[dict]], Any] | None = None):
-        self.shards, self.loader, self.batches, self.collate = shards, loader, batches, collate
+    def __init__(self, shards: ShardSet, loader: RowLoader, batches: list[np.ndarray]):
+        self.shards, self.loader, self.batches = shards, loader, batches
 
-    def stream(self, workers: int, pin_memory: bool = False) -> Iterator:
-        """The batches, read by ``workers`` DataLoader workers; a worker's GramxError is raised here, whole."""
-        for batch in DataLoader(self, batch_size=None, num_workers=workers, collate_fn=_as_is, pin_memory=pin_memory):
-            if isinstance(batch, WorkerFailure):
-                batch.reraise()
-            yield batch
-
-    def __iter__(self) -> Iterator:
+    def __iter__(self) -> Iterator[list[dict]]:
         info = get_worker_info()
-        try:
-            yield from self._batches(info)
-        except GramxError as exc:
-            if info is None:
-                raise
-            yield WorkerFailure.of(exc)
-
-    def _batches(self, info) -> Iterator:
         mine = self.batches[info.id::info.num_workers] if info is not None else self.batches
         starts = self.shards.starts
         wanted: dict[int, set[int]] = {}
@@ -357,7 +304,7 @@ class ShardStream(IterableDataset):
                         rows = {row.record.index: row for row in self.shards.read(f, self.loader.modalities, wanted[f])}
                         current = f
                     items.append(self._item(self.shards.files[f], rows.pop(flat), flat, Path(tmp)))
-                yield items if self.collate is None else self.collate(items)
+                yield items
 
     def _item(self, shard: Path, row: StoredRow, flat: int, tmp: Path) -> dict:
         values: dict[str, Any] = dict(row.values)

@@ -36,16 +36,19 @@ from gramx import distributed as gdist
 from gramx.atomic import check_output, remove
 from gramx.batch_norm import agree_on_sync, use_global_batch_norm
 from gramx.checkpoint import (
+    Plan,
     TrainingParts,
     latest_checkpoint,
     prune_checkpoints,
     restore_checkpoint,
+    restoring,
     resume_from,
     rng_state,
     write_checkpoint,
 )
 from gramx.config import RunConfig
-from gramx.data import DataError, ErrorLog, check_errors, read_manifest, to_device
+from gramx.data import DataError, ErrorLog, check_errors, item_errors, read_manifest, to_device
+from gramx.divergence import DivergenceGuard
 from gramx.errors import GramxError
 from gramx.evaluate import evaluate, read_classes, summarize, zeroshot_targets
 from gramx.objective import build_objective, describe_loss, loss_type
@@ -131,6 +134,8 @@ class Trainer:
         optimizer = build_optimizer([self.model, self.objective], cfg.optim)
         self.parts = TrainingParts(self.model, self.objective, optimizer,
                                    build_scheduler(optimizer, cfg.optim, self.total_steps), self.precision.scaler)
+        self.guard = DivergenceGuard(cfg.optim, self.out, {"model": self.model, "objective": self.objective}, self.ctx,
+                                     check_grads=self.precision.scaler is None)  # fp16: the scaler skips overflows
         self.step, self.epoch, self.micro = 0, 0, 0
         if self.resume:
             self._restore()
@@ -197,6 +202,7 @@ class Trainer:
         self.model.train()
         acc = cfg.optim.accumulate
         window = TrainWindow()
+        taking: list[tuple] = []  # the micro-batches of this step, for the window once the step is taken
         while self.step < self.total_steps:
             for batch in self.data.loader(self.epoch, self.micro):
                 check_errors(batch, cfg.data.on_error, self.errors)
@@ -211,10 +217,13 @@ class Trainer:
                 self.micro += 1
                 missed = set(self.objective.active_terms(self.step)) - set(parts)
                 self.skipped_terms.update(missed)
-                window.add(float(loss.detach()), parts, int(batch["index"].numel()), missed)
+                taking.append((float(loss.detach()), parts, int(batch["index"].numel()), missed))
                 if not last_micro:
                     continue
-                self._optimizer_step()
+                if self._optimizer_step(taking):
+                    for micro_batch in taking:
+                        window.add(*micro_batch)
+                taking = []
                 self.step += 1
                 end_of_epoch = self.micro >= self.micro_per_epoch
                 if self.step % cfg.logging.every == 0 or self.step == self.total_steps:
@@ -246,16 +255,20 @@ class Trainer:
     def _check_left_over(self) -> None:
         """Load the rows this epoch left over, only to report the bad ones (see gramx.training_data)."""
         items = self.data.load(self.epoch, self.data.left_over(self.epoch))
-        check_errors({"errors": [item["error"] for item in items if item["error"]]}, self.config.data.on_error,
-                     self.errors)
+        check_errors(item_errors(items), self.config.data.on_error, self.errors)
 
-    def _optimizer_step(self) -> None:
+    def _optimizer_step(self, micro_batches: list[tuple]) -> bool:
+        """Take the step, or skip it (``False``) when its loss or gradient is not finite (gramx.divergence)."""
         gdist.average_gradients(self.objective.parameters(), self.ctx.world_size, local=self.config.loss.local)
         optimizer = self.parts.optimizer
         params = [p for g in optimizer.param_groups for p in g["params"]]
-        self.precision.step(optimizer, params, self.config.optim.grad_clip)
+        norm = self.precision.unscale(optimizer, params)
+        take = self.guard.take_step(self.step + 1, [(loss, parts) for loss, parts, *_ in micro_batches], norm)
+        self.precision.step(optimizer, params, self.config.optim.grad_clip, norm, skip=not take)
         optimizer.zero_grad(set_to_none=True)
-        self.parts.scheduler.step()
+        if take:
+            self.parts.scheduler.step()
+        return take
 
     # ------------------------------------------------------------------ logging + eval
 
@@ -263,13 +276,14 @@ class Trainer:
         elapsed = max(1e-9, time.perf_counter() - window.started)
         rows = gdist.sum_scalar(window.samples, self.device)
         record = {
-            "step": self.step, "epoch": self.epoch, "loss": window.loss / max(1, window.batches),
+            "step": self.step, "epoch": self.epoch, "loss": window.loss / window.batches if window.batches else None,
             **{k: v / window.computed[k] for k, v in window.parts.items()},
             "lr": self.parts.scheduler.get_last_lr()[0], "temperature": self.objective.temperature,
             "samples_per_s": rows / elapsed,
         }
         if window.missed:
             record["batches_without"] = dict(window.missed)  # term -> batches in which it had nothing to contrast
+        record.update(self.guard.counts())
         self.log.record(record)
         self.log.scalars("train", {k: v for k, v in record.items() if isinstance(v, float)}, self.step)
         if bar is not None:
@@ -302,6 +316,7 @@ class Trainer:
 
     def save_checkpoint(self) -> Path | None:
         """Write ``checkpoints/step-N`` atomically (rank 0), keeping the newest few."""
+        self.guard.check_weights(self.step)
         meta, tensors = rng_state(self.device)
         everyone = gdist.all_gather_object(((meta, {k: v.cpu() for k, v in tensors.items()}),
                                             self.errors.count, self.errors.examples, sorted(self.errors.seen)))
@@ -311,6 +326,7 @@ class Trainer:
             "step": self.step, "epoch": self.epoch, "micro": self.micro, "world_size": self.ctx.world_size,
             "errors": [{"count": c, "examples": ex, "seen": seen} for _, c, ex, seen in everyone],
             "skipped_terms": dict(self.skipped_terms), "local_norm": dict(self.local_norm), "val": self.val_report,
+            "nonfinite": self.guard.state_dict(),
         }
         path = write_checkpoint(self.ckpt_dir / f"step-{self.step:08d}", self.parts, progress,
                                 [rng for rng, *_ in everyone])
@@ -319,13 +335,16 @@ class Trainer:
 
     def _restore(self) -> None:
         path = self.checkpoint
-        state = restore_checkpoint(path, self.parts, self.ctx.rank, self.ctx.world_size, self.device)
-        errors = state["errors"][self.ctx.rank]
-        self.errors.count, self.errors.examples, self.errors.seen = errors["count"], errors["examples"], set(errors["seen"])
-        self.skipped_terms = Counter(state.get("skipped_terms", {}))
-        self.local_norm = Counter(state.get("local_norm", {}))
+        plan = Plan(self.total_steps, self.steps_per_epoch, self.config.optim.accumulate, self.ctx.world_size)
+        state = restore_checkpoint(path, self.parts, plan, self.ctx.rank, self.device)
+        with restoring(path / "state.json"):  # an edited entry is an error naming the file
+            mine = state["errors"][self.ctx.rank]
+            self.errors.count, self.errors.examples, self.errors.seen = mine["count"], mine["examples"], set(mine["seen"])
+            self.skipped_terms = Counter(state.get("skipped_terms", {}))
+            self.local_norm = Counter(state.get("local_norm", {}))
+            self.val_report = state.get("val")
+            self.guard.load_state_dict(state.get("nonfinite", {"skipped": 0, "in_row": 0}))
         self.step, self.epoch, self.micro = state["step"], state["epoch"], state["micro"]
-        self.val_report = state.get("val")
         if self.ctx.is_main:
             log.info("resumed from %s (step %d, epoch %d)", path, self.step, self.epoch)
 
@@ -334,6 +353,7 @@ class Trainer:
     def finish(self) -> Path:
         """Write the final model directory (rank 0) and report what was left out."""
         cfg = self.config
+        self.guard.check_weights(self.step)
         counts = gdist.all_gather_object((self.errors.count, self.errors.examples))
         total = sum(c for c, _ in counts)
         if self.ctx.is_main:
@@ -356,6 +376,7 @@ class Trainer:
             }
             if self.skipped_terms:
                 training["batches_without"] = dict(self.skipped_terms)
+            training.update(self.guard.counts())
             self.model.save_pretrained(self.model_dir, training=training, metrics=self.val_report or {})
             self.log.record({"step": self.step, "done": True, "model": str(self.model_dir), "skipped_rows": total})
             self.log.close()

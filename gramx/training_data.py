@@ -23,11 +23,10 @@ over"; the trainer loads them at the epoch's end only to report the bad ones.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from gramx.config import DataConfig, RunConfig
 from gramx.data import Collator, Manifest, ManifestDataset, RowLoader, read_manifest
@@ -37,6 +36,7 @@ from gramx.errors import ConfigError, GramxError
 from gramx.model import GramxModel
 from gramx.shard_reader import ShardSet, ShardStream, read_shards
 from gramx.shards import is_shards
+from gramx.workers import WorkerLoader
 
 __all__ = ["TrainingData", "ManifestData", "ShardData", "read_training_rows", "open_training_data"]
 
@@ -91,7 +91,7 @@ class TrainingData:
         tail = order[self.per_rank * self.world:]
         return np.concatenate([self.share(order)[used:], tail[self.rank::self.world]])
 
-    def loader(self, epoch: int, skip: int) -> Iterable[dict]:
+    def loader(self, epoch: int, skip: int) -> WorkerLoader:
         """A loader of ``epoch``'s micro-batches after the first ``skip``."""
         raise NotImplementedError
 
@@ -118,11 +118,11 @@ class ManifestData(TrainingData):
     def share(self, order: np.ndarray) -> np.ndarray:
         return order[:self.per_rank * self.world][self.rank::self.world]
 
-    def loader(self, epoch: int, skip: int) -> DataLoader:
+    def loader(self, epoch: int, skip: int) -> WorkerLoader:
         self.dataset.set_epoch(epoch)
-        return DataLoader(self.dataset, batch_sampler=[b.tolist() for b in self.batches(epoch)[skip:]],
-                          num_workers=self.data.workers, collate_fn=self.collate, pin_memory=self.pin_memory,
-                          generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))
+        return WorkerLoader(self.dataset, batch_sampler=[b.tolist() for b in self.batches(epoch)[skip:]],
+                            num_workers=self.data.workers, collate_fn=self.collate, pin_memory=self.pin_memory,
+                            generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))
 
     def load(self, epoch: int, rows: np.ndarray) -> list[dict]:
         self.dataset.set_epoch(epoch)
@@ -145,10 +145,10 @@ class ShardData(TrainingData):
     def share(self, order: np.ndarray) -> np.ndarray:
         return order[self.rank * self.per_rank:(self.rank + 1) * self.per_rank]
 
-    def loader(self, epoch: int, skip: int) -> Iterable[dict]:
+    def loader(self, epoch: int, skip: int) -> WorkerLoader:
         self.row_loader.epoch = epoch
-        stream = ShardStream(self.shards, self.row_loader, self.batches(epoch)[skip:], self.collate)
-        return stream.stream(self.data.workers, self.pin_memory)
+        return WorkerLoader(ShardStream(self.shards, self.row_loader, self.batches(epoch)[skip:]), batch_size=None,
+                            num_workers=self.data.workers, collate_fn=self.collate, pin_memory=self.pin_memory)
 
     def load(self, epoch: int, rows: np.ndarray) -> list[dict]:
         if not len(rows):

@@ -111,3 +111,25 @@ def train_worker(rank: int, world: int, port: int, config_path: str, resume: str
     if rank == 0:
         Path(config_path).with_suffix(".model").write_text(str(model_dir))
     leave()
+
+
+def diverging_worker(rank: int, world: int, port: int, config_path: str, out: str) -> None:
+    """A training process whose loss is NaN at step 3 on process 1 only (the gradient stays finite); each
+    process writes the error it stopped with to ``out/rank-R.txt``."""
+    from gramx.config import load_config
+    from gramx.divergence import DivergedError
+    from gramx.train import Trainer, train
+
+    forward_loss = Trainer.forward_loss
+
+    def nan_on_process_1(self, batch):
+        loss, parts, rows = forward_loss(self, batch)
+        return (loss + float("nan") if rank == 1 and self.step == 2 else loss), parts, rows
+
+    Trainer.forward_loss = nan_on_process_1
+    join(rank, world, port)
+    try:
+        train(load_config(config_path))
+    except DivergedError as exc:
+        Path(out, f"rank-{rank}.txt").write_text(str(exc))
+    leave()

@@ -1,0 +1,281 @@
+"""Bad input is refused by name: BOMs, empty or non-UTF-8 manifests, list labels, count options, edited or
+damaged checkpoints, and errors raised in DataLoader workers (one line, the worker's traceback kept for --debug)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import types
+
+import pytest
+import torch
+import yaml
+from fixture_modalities import (  # noqa: F401
+    POINT, TEXT, VECTOR, fixture_plugins, install, make_dataset, run_config, subprocess_env)
+from safetensors.torch import load_file, save_file
+from torch.utils.data import Dataset, IterableDataset
+
+import gramx
+from gramx import plugins
+from gramx.cli import build_parser, main
+from gramx.config import parse_config
+from gramx.data import Collator, DataError, ManifestDataset, check_errors, read_manifest
+from gramx.errors import GramxError, LoadError
+from gramx.model import GramxModel
+from gramx.train import latest_checkpoint, train
+from gramx.workers import WorkerLoader, WorkerTraceback
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """An untrained 3-modality model directory (the fixture plugin's modalities)."""
+    folder = tmp_path_factory.mktemp("model")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(plugins.DISABLE_ENV, subprocess_env()[plugins.DISABLE_ENV])
+        install()
+        GramxModel.from_run_config(parse_config(run_config(folder), folder)).save_pretrained(folder / "model")
+        yield folder / "model"
+        plugins.reset()
+
+
+def one_line_error(capsys) -> tuple[str, str]:
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and err[0].startswith("gramx: error: ") and err[1].startswith("hint: "), err
+    return err[0], err[1]
+
+
+# ---------------------------------------------------------------- manifests
+
+
+def test_a_manifest_saved_with_a_byte_order_mark_keeps_its_first_column(tmp_path):
+    (tmp_path / "rows.csv").write_bytes("id,text,label\na,the digit one,1\nb,the digit two,2\n".encode("utf-8-sig"))
+    manifest = read_manifest(tmp_path / "rows.csv")
+    assert [r.id for r in manifest.rows] == ["a", "b"] and manifest.columns == ["text"]
+    (tmp_path / "rows.jsonl").write_bytes('{"id": "a", "text": "one"}\n'.encode("utf-8-sig"))
+    assert [r.id for r in read_manifest(tmp_path / "rows.jsonl").rows] == ["a"]
+
+
+def test_a_repeated_csv_column_is_an_error(tmp_path):
+    (tmp_path / "rows.csv").write_text("id,text,text\na,one,two\n")
+    with pytest.raises(DataError, match=r"rows.csv line 1: the header names the column 'text' twice"):
+        read_manifest(tmp_path / "rows.csv")
+
+
+@pytest.mark.parametrize("command", ["eval", "embed", "shards", "train"])
+@pytest.mark.parametrize("content", ["", "\n\n", "id,text\n"], ids=["empty", "blank lines", "header only"])
+def test_an_empty_manifest_is_refused_by_every_command(tmp_path, model_dir, fixture_plugins, capsys, command,
+                                                       content):
+    manifest = tmp_path / ("rows.csv" if content.startswith("id") else "rows.jsonl")
+    manifest.write_text(content)
+    out = str(tmp_path / "out")
+    if command == "train":
+        data = run_config(tmp_path)
+        data["data"]["train"] = str(manifest)
+        (tmp_path / "run.yaml").write_text(yaml.safe_dump(data))
+    args = {"eval": ["eval", str(model_dir), str(manifest)],
+            "embed": ["embed", str(model_dir), str(manifest), "-o", out],
+            "shards": ["shards", str(manifest), "-o", out],
+            "train": ["train", str(tmp_path / "run.yaml")]}[command]
+    assert main(args) == 1
+    error, _ = one_line_error(capsys)
+    assert str(manifest) in error and "no rows" in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_bytes_that_are_not_utf8_name_their_line(tmp_path, model_dir, fixture_plugins, capsys):
+    manifest = tmp_path / "rows.jsonl"
+    manifest.write_bytes(b'{"text": "one"}\n{"text": "two"}\n{"text": "caf\xe9"}\n')
+    with pytest.raises(DataError, match=r"rows.jsonl line 3: not UTF-8 text"):
+        read_manifest(manifest)
+    assert main(["eval", str(model_dir), str(manifest)]) == 1
+    error, hint = one_line_error(capsys)
+    assert error == f"gramx: error: {manifest} line 3: not UTF-8 text" and "UTF-8" in hint
+
+
+@pytest.mark.parametrize("label", [[1, 2], {"class": 1}])
+def test_a_label_must_be_one_value(tmp_path, model_dir, fixture_plugins, capsys, label):
+    manifest = make_dataset(tmp_path, n=4)
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    rows[2]["label"] = label
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["eval", str(model_dir), str(manifest)]) == 1
+    error, hint = one_line_error(capsys)
+    assert f"{manifest} line 3: the label is a" in error and "one string or number" in hint
+
+
+# ---------------------------------------------------------------- count options
+
+
+@pytest.mark.parametrize("args", [
+    ["search", "M", "--index", "I", "--query", "q", "-k", "0"],
+    ["search", "M", "--index", "I", "--query", "q", "-k", "-2"],
+    ["eval", "M", "m.jsonl", "--batch-size", "0"],
+    ["embed", "M", "m.jsonl", "-o", "out", "--batch-size", "-1"],
+    ["eval", "M", "m.jsonl", "--workers", "-1"],
+    ["shards", "m.jsonl", "-o", "out", "--shard-size", "0"],
+    ["eval", "M", "m.jsonl", "--batch-size", "1.5"],
+])
+def test_count_options_take_whole_numbers_in_range(capsys, args):
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(args)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "must be at least" in err or "expected a whole number" in err
+
+
+def test_zero_workers_is_a_count_too():
+    assert build_parser().parse_args(["eval", "M", "m.jsonl", "--workers", "0"]).workers == 0
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+@pytest.fixture
+def stopped_run(tmp_path, fixture_plugins):
+    """A run file and its run stopped after step 3 of 6 (its newest checkpoint: step 3, epoch 0)."""
+    data = run_config(tmp_path, optim={"epochs": 1}, output={"checkpoint_every": 3})
+    data["data"]["val"] = None
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text(yaml.safe_dump(data))
+    train(parse_config(data, tmp_path))
+    run = tmp_path / "run"
+    shutil.rmtree(run / "model")
+    shutil.rmtree(run / "checkpoints" / "step-00000006")
+    return run_file, latest_checkpoint(run)
+
+
+@pytest.mark.parametrize("edit,expected", [
+    ({"step": -3}, "must be whole numbers >= 0"),
+    ({"step": 3.5}, "must be whole numbers >= 0"),
+    ({"step": 6, "micro": 24}, "step 6 is not the step its folder step-00000003 names"),
+    ({"epoch": 1}, "is no position of this run"),
+    ({"micro": 5}, "is no position of this run"),
+    ({"rng": []}, "rng and errors need one entry per process (1)"),
+    ({"errors": [{"count": 0}]}, "cannot be restored (KeyError: 'examples')"),
+    ({"optimizer": None}, None),
+])
+def test_an_edited_checkpoint_state_is_refused_naming_it(stopped_run, capsys, edit, expected):
+    run_file, checkpoint = stopped_run
+    state = json.loads((checkpoint / "state.json").read_text())
+    if edit == {"optimizer": None}:
+        del state["optimizer"]
+        expected = "a state needs the keys"
+    else:
+        state.update(edit)
+    (checkpoint / "state.json").write_text(json.dumps(state))
+    assert main(["train", str(run_file), "--resume"]) == 1
+    error, hint = one_line_error(capsys)
+    assert error.startswith(f"gramx: error: {checkpoint / 'state.json'}: ") and expected in error, error
+    assert "--overwrite" in hint
+    assert not (run_file.parent / "run" / "model").exists()
+
+
+def test_a_checkpoint_past_the_end_of_the_run_is_refused(stopped_run, capsys):
+    """Step 3 of a run shortened to 2 steps: no position of it to continue from."""
+    run_file, checkpoint = stopped_run
+    assert main(["train", str(run_file), "--resume", "--set", "optim.max_steps=2"]) == 1
+    error, _ = one_line_error(capsys)
+    assert error == f"gramx: error: {checkpoint / 'state.json'}: step 3 is past the end of this run (2 steps)"
+
+
+def test_a_checkpoint_of_other_data_is_refused(stopped_run, capsys):
+    """The same checkpoint against a batch size that makes epochs of 3 steps: its epoch 0, step 3 does not fit."""
+    run_file, checkpoint = stopped_run
+    assert main(["train", str(run_file), "--resume", "--set", "data.batch_size=8"]) == 1
+    error, hint = one_line_error(capsys)
+    assert "step 3 at epoch 0, micro-batch 3 is no position of this run (3 steps per epoch, 1 micro-batches per step)" in error
+    assert "the run file, data and --set options the run was started with" in hint
+
+
+@pytest.mark.parametrize("damage", ["truncated", "wrong shape", "missing tensor"])
+def test_a_damaged_optimizer_state_is_an_error_naming_its_file(stopped_run, capsys, damage):
+    run_file, checkpoint = stopped_run
+    path = checkpoint / "optimizer.safetensors"
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:200])
+    else:
+        tensors = load_file(str(path))
+        key = next(k for k in tensors if k.endswith("exp_avg"))
+        if damage == "wrong shape":
+            tensors[key] = torch.zeros(3)
+        else:
+            del tensors[key]
+        save_file(tensors, str(path))
+    assert main(["train", str(run_file), "--resume"]) == 1
+    error, hint = one_line_error(capsys)
+    assert error.startswith(f"gramx: error: {path}: cannot be restored (")
+    assert f"delete {checkpoint} to resume from the one before it" in hint
+
+
+# ---------------------------------------------------------------- errors raised in DataLoader workers
+
+
+class Failing(Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        if index == 2:
+            raise LoadError("clip-2.wav", "truncated header", hint="re-encode the file")
+        return torch.zeros(2)
+
+
+class FailingStream(IterableDataset):
+    def __iter__(self):
+        yield [torch.zeros(2)]
+        raise ValueError("unexpected end of the tar\nat byte 512")
+
+
+@pytest.mark.parametrize("dataset", [Failing(), FailingStream()], ids=["map-style", "iterable"])
+def test_a_worker_error_arrives_as_itself_with_the_worker_traceback_as_its_cause(dataset):
+    options = {"batch_size": None} if isinstance(dataset, IterableDataset) else {"batch_size": 2}
+    with pytest.raises(Exception) as info:
+        list(WorkerLoader(dataset, collate_fn=torch.utils.data.default_collate, num_workers=1, **options))
+    if isinstance(dataset, Failing):
+        assert type(info.value) is LoadError and str(info.value) == "clip-2.wav: truncated header"
+        assert info.value.hint == "re-encode the file"
+    else:
+        assert type(info.value) is ValueError and str(info.value) == "unexpected end of the tar\nat byte 512"
+    cause = info.value.__cause__
+    assert isinstance(cause, WorkerTraceback) and f"in {'__getitem__' if isinstance(dataset, Failing) else '__iter__'}" \
+        in cause.text and "Caught" not in str(info.value)
+
+
+def broken_collate(samples, cfg):
+    raise GramxError("cannot batch these texts", hint="give the modality a collate that pads")
+
+
+@gramx.hookimpl
+def register_broken_text(register):
+    for modality in (VECTOR, POINT, dataclasses.replace(TEXT, collate=broken_collate)):
+        register(modality)
+
+
+def test_a_training_worker_error_is_one_line_and_its_traceback_is_kept_for_debug(tmp_path, fixture_plugins,
+                                                                                  capsys):
+    plugins.reset()
+    plugins.register_plugin(types.SimpleNamespace(gramx_register_modalities=register_broken_text), name="broken")
+    data = run_config(tmp_path, optim={"max_steps": 1}, data={"workers": 1})
+    data["data"]["val"] = None
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text(yaml.safe_dump(data))
+    assert main(["train", str(run_file)]) == 1
+    assert one_line_error(capsys) == ("gramx: error: cannot batch these texts",
+                                      "hint: give the modality a collate that pads")
+    with pytest.raises(GramxError) as info:
+        main(["train", str(run_file), "--overwrite", "--debug"])
+    assert isinstance(info.value.__cause__, WorkerTraceback) and "in broken_collate" in info.value.__cause__.text
+
+
+def test_a_row_that_fails_to_load_keeps_the_plugin_traceback_for_debug(tmp_path, fixture_plugins):
+    from gramx.plugins import get_modality
+
+    path = make_dataset(tmp_path, n=4)
+    (tmp_path / "vec" / "train-2.npy").write_bytes(b"not an array")
+    mods = {"vector": (get_modality("vector"), get_modality("vector").default_config())}
+    dataset = ManifestDataset(read_manifest(path), mods)
+    batch = Collator(mods)([dataset[i] for i in range(4)])
+    with pytest.raises(DataError, match=r"train.jsonl line 3 \(vector\)") as info:
+        check_errors(batch, "raise")
+    assert isinstance(info.value.__cause__, WorkerTraceback) and "in load_vector" in info.value.__cause__.text
