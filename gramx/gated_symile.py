@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gramx.distances import presence
+from gramx.distances import present, presence
 from gramx.losses import NothingToContrast, Temperature
 
 __all__ = ["ModalityGate", "GatedSymileLoss"]
@@ -54,7 +54,8 @@ class ModalityGate(nn.Module):
     """The authors' attention gate: projections, NULL head, neutral directions, temperature and strength.
 
     Initialised as theirs: gate temperature 0.7 (used as ``softplus(log 0.7) + 0.1``), strength
-    ``sigmoid(-3)``, random unit neutral directions, NULL logits zero.
+    ``sigmoid(-3)``, random unit neutral directions, NULL logits zero; ``null=False`` leaves out
+    the NULL head and logits (``p_null = 0``).
     """
 
     def __init__(self, modalities: Sequence[str], dim: int, width: int = 256, null: bool = True,
@@ -97,10 +98,9 @@ class ModalityGate(nn.Module):
             a, c = 1 - alpha + alpha * weights[m], alpha * (1 - weights[m])
             square = a * a * (x * x).sum(-1, keepdim=True) + 2 * a * c * (x @ n)[:, None] + c * c * (n @ n)
             norm = square.clamp(min=self.eps ** 2).sqrt()
-            missing = None if there is None or m not in there else ~there[m].to(x.device)[:, None]
-            if missing is not None:  # a missing vector: ones, kept whole
-                x = torch.where(missing, torch.ones((), dtype=x.dtype, device=x.device), x)
-                a, c, norm = a.masked_fill(missing, 1.0), c.masked_fill(missing, 0.0), norm.masked_fill(missing, 1.0)
+            missing = ~present(queries, there, m)[:, None]  # a missing vector: ones, kept whole
+            x = torch.where(missing, torch.ones((), dtype=x.dtype, device=x.device), x)
+            a, c, norm = a.masked_fill(missing, 1.0), c.masked_fill(missing, 0.0), norm.masked_fill(missing, 1.0)
             parts.append((x, n, a / norm, c / norm))
         total = 0.0
         for neutral_side in product((False, True), repeat=len(parts)):  # expand prod_m (a_m x_m + c_m n_m)
@@ -132,10 +132,8 @@ class GatedSymileLoss(nn.Module):
         The gated products with the authors' variance scaling ``d^((M-1)/2)``, ``M`` counting
         each query's present vectors and the candidate; larger is better.
         """
-        count = sum(torch.ones(len(x), device=x.device) if there is None or m not in there
-                    else there[m].to(x.device).float() for m, x in queries.items())
-        scale = candidates.shape[-1] ** (count / 2)
-        return self.gate.scores(target, candidates, queries, there) * scale[:, None].to(candidates.dtype)
+        count = sum(present(queries, there, m).to(candidates.dtype) for m in queries)
+        return self.gate.scores(target, candidates, queries, there) * (candidates.shape[-1] ** (count / 2))[:, None]
 
     def forward(self, feats: Feats, masks: Masks = None) -> torch.Tensor:
         there = presence(feats, masks, self.names)
