@@ -173,8 +173,9 @@ class LossConfig(Section):
         0.5, ge=0, le=1, description="confu: weight of the fused terms (a fused pair against the remaining "
         "modality); the pairwise terms weigh 1 - fused_weight"
     )
-    fusion_hidden: int = Field(512, ge=1, description="confu: hidden width of each pair's fusion network")
-    gate_dim: int = Field(256, ge=1, description="gated_symile: width of the gate's query and key projections")
+    fusion_hidden: int = Field(512, ge=1, le=MAX_WIDTH, description="confu: hidden width of each pair's fusion network")
+    gate_dim: int = Field(256, ge=1, le=MAX_WIDTH,
+                          description="gated_symile: width of the gate's query and key projections")
     gate_null: bool = Field(True, description="gated_symile: the gate's NULL option (trust none of the query's "
                             "vectors for a candidate)")
     local: bool = Field(
