@@ -8,7 +8,8 @@ modality ``c``. The fused terms capture relations no pair shows (an XOR of two m
 predicts the third), and they give 2 -> 1 retrieval: the pair ``(a, b)`` searches ``c`` by
 ``cos(f_ab, z_c)`` (:meth:`ConFuLoss.fused`). With ``lambda`` = ``fused_weight``, the loss is the
 authors' ``(lambda * sum of fused terms + (1 - lambda) * sum of pairwise terms) / number of
-terms``, each term the symmetric cross-entropy of ``cos / temperature``.
+terms``, each term the symmetric cross-entropy of ``cos / temperature``; ``lambda = 0`` leaves
+the fusion out (the mean of the pairwise terms, as theirs).
 
 Differences from the authors' code: the fusion network reads the pair's shared-space
 embeddings (the only input a gramx loss gets) where theirs reads the encoders' features; with
@@ -58,7 +59,8 @@ class ConFuLoss(nn.Module):
         if len(self.names) < 3:
             raise ValueError(f"ConFu needs three or more modalities, got {self.names}")
         self.pairs = list(combinations(self.names, 2))
-        self.heads = nn.ModuleDict({f"{a}+{b}": FusionHead(2 * dim, hidden, dim) for a, b in self.pairs})
+        fused = self.pairs if fused_weight > 0 else []  # weight 0: the authors' pairwise-only ConFu, no heads
+        self.heads = nn.ModuleDict({f"{a}+{b}": FusionHead(2 * dim, hidden, dim) for a, b in fused})
         self.temperature = temperature if isinstance(temperature, Temperature) else Temperature(temperature)
         self.fused_weight = fused_weight
         self.label_smoothing = label_smoothing
@@ -87,9 +89,10 @@ class ConFuLoss(nn.Module):
         for a, b in self.pairs:
             both = there[a] & there[b]
             terms.append((1 - self.fused_weight, self._term(feats[a], feats[b], both, t)))
-            fused = self.fused(feats, (a, b))
-            terms += [(self.fused_weight, self._term(fused, feats[c], both & there[c], t))
-                      for c in self.names if c not in (a, b)]
+            if self.heads:
+                fused = self.fused(feats, (a, b))
+                terms += [(self.fused_weight, self._term(fused, feats[c], both & there[c], t))
+                          for c in self.names if c not in (a, b)]
         terms = [(weight, value) for weight, value in terms if value is not None]
         if not terms:
             raise NothingToContrast("no sample in the batch has two of the modalities")

@@ -87,6 +87,10 @@ def test_each_term_uses_the_rows_where_its_modalities_are_present():
     fused_terms = sum(reference_contrastive(fused[p][kept], z[kept], 0.07)
                       for p, z in [(("a", "b"), c), (("a", "c"), b), (("b", "c"), a)])
     torch.testing.assert_close(loss(feats, masks), (0.3 * fused_terms + 0.7 * pairwise) / 6)
+    pairwise_only = confu(names, 8, weight=0.0)  # the authors' lambda = 0: (cl12 + cl23 + cl31) / 3
+    assert not list(pairwise_only.parameters())
+    torch.testing.assert_close(pairwise_only(feats), sum(reference_contrastive(x, y, pairwise_only.temperature())
+                                                         for x, y in [(a, b), (b, c), (c, a)]) / 3)
     absent = {"c": torch.zeros(6, dtype=torch.bool)}  # only the (a, b) pair is left: one term
     torch.testing.assert_close(loss(feats, absent), 0.7 * reference_contrastive(a, b, 0.07))
     with pytest.raises(NothingToContrast):
