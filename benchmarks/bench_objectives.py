@@ -1,6 +1,6 @@
 """Every objective on the three digits tasks, same encoders, budget and seeds: where does the volume win?
 
-    python benchmarks/bench_objectives.py                      # 8 objectives x 3 tasks x 3 seeds
+    python benchmarks/bench_objectives.py                      # 11 objectives x 3 tasks x 3 seeds
     python benchmarks/bench_objectives.py --seeds 0 --tasks modsum --objectives Symile,pairwise
     python benchmarks/bench_objectives.py --json out.json      # also the raw figures
 

@@ -138,11 +138,12 @@ class LossConfig(Section):
 
     type: str = Field(
         "gram", description="gram: GRAM volume loss; triangle: TRIANGLE area loss (three modalities); symile: "
-        "Symile multilinear inner product; pairwise: InfoNCE to the anchor; pairwise_all: all pairs; or a type a "
-        "plugin registers"
+        "Symile multilinear inner product; pairwise: InfoNCE to the anchor; pairwise_all: all pairs; pmrl: PMRL's "
+        "leading singular value; confu: ConFu, pairs and fused pairs (three or more modalities); gated_symile: "
+        "Symile with per-candidate gates; or a type a plugin registers"
     )
     anchor: str = Field("text", description="anchor modality (gram and triangle also accept 'all'; symile "
-                        "anchors every modality in turn)")
+                        "anchors every modality in turn; pmrl, confu and gated_symile have no anchor)")
     temperature: float = Field(0.07, gt=0, description="initial temperature (trained)")
     learn_temperature: bool = True
     label_smoothing: float | None = Field(None, ge=0, lt=1, description="None: the loss's default")
@@ -164,6 +165,19 @@ class LossConfig(Section):
         "n", description="symile: negatives per row from one shuffle of each modality (n) or from every "
         "combination of rows (n_squared: B^m logits per row, small batches only)"
     )
+    singular_temperature: float = Field(
+        0.05, gt=0, description="pmrl: the fixed temperature of the softmax over each tuple's singular values (the "
+        "run's temperature is its contrastive regulariser's)"
+    )
+    fused_weight: float = Field(
+        0.5, ge=0, le=1, description="confu: weight of the fused terms (a fused pair against the remaining "
+        "modality); the pairwise terms weigh 1 - fused_weight"
+    )
+    fusion_hidden: int = Field(512, ge=1, le=MAX_WIDTH, description="confu: hidden width of each pair's fusion network")
+    gate_dim: int = Field(256, ge=1, le=MAX_WIDTH,
+                          description="gated_symile: width of the gate's query and key projections")
+    gate_null: bool = Field(True, description="gated_symile: the gate's NULL option (trust none of the query's "
+                            "vectors for a candidate)")
     local: bool = Field(
         False, description="under torchrun: each process computes its own rows' terms against the global batch "
         "(open_clip's local loss); same gradients, logits per process linear (not quadratic) in the processes"

@@ -14,14 +14,14 @@ columns of one process's samples.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 
 from gramx.similarity import area_matrix
 from gramx.volume import volume_matrix
 
-__all__ = ["present", "TupleDistance", "VolumeDistance", "RegularisedVolume", "AreaDistance"]
+__all__ = ["present", "presence", "TupleDistance", "VolumeDistance", "RegularisedVolume", "AreaDistance"]
 
 Feats = Mapping[str, torch.Tensor]
 Masks = Mapping[str, torch.Tensor] | None
@@ -33,6 +33,14 @@ def present(feats: Feats, masks: Masks, name: str) -> torch.Tensor:
     if masks is None or name not in masks:
         return torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
     return masks[name].to(device=x.device, dtype=torch.bool)
+
+
+def presence(feats: Feats, masks: Masks, names: Sequence[str]) -> dict[str, torch.Tensor]:
+    """The presence masks ``{name: [B]}`` of ``names``; a ``KeyError`` names those the batch lacks."""
+    missing = [n for n in names if n not in feats]
+    if missing:
+        raise KeyError(f"loss needs modalities {missing}, the batch has {sorted(feats)}")
+    return {n: present(feats, masks, n) for n in names}
 
 
 class TupleDistance:

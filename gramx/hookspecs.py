@@ -40,13 +40,13 @@ def gramx_register_objectives(register):
 
     Called once per plugin when gramx discovers plugins, after
     :func:`gramx_register_modalities`. Call ``register(name, loss_type)`` with a unique name
-    (not a built-in one: gram, triangle, symile, pairwise, pairwise_all) and a
-    :class:`gramx.objective.LossType`: ``build(cfg, temperature, options)`` returns the
-    contrastive term, an ``nn.Module`` called as ``term(feats, masks)`` that returns a scalar
-    and raises :class:`gramx.losses.NothingToContrast` when no sample of the batch can take
-    part; ``score`` names the similarity models trained with it are scored by (``volume``,
-    ``area``, ``mip`` or ``cosine``). As with modalities, an exception here disables the
-    whole plugin.
+    (not a built-in one: gram, triangle, symile, pairwise, pairwise_all, pmrl, confu,
+    gated_symile) and a :class:`gramx.objective.LossType`: ``build(cfg, temperature, options)``
+    returns the contrastive term, an ``nn.Module`` called as ``term(feats, masks)`` that
+    returns a scalar and raises :class:`gramx.losses.NothingToContrast` when no sample of the
+    batch can take part; ``score`` names the similarity models trained with it are scored by
+    (a key of :data:`gramx.similarity.SCORES`: ``volume``, ``area``, ``mip``, ``cosine`` or
+    ``singular``). As with modalities, an exception here disables the whole plugin.
 
     :param register: ``register(name: str, loss_type: gramx.objective.LossType) -> None``.
     :return: nothing.

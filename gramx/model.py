@@ -199,7 +199,7 @@ class GramxModel(nn.Module):
 
     @property
     def score(self) -> str:
-        """The similarity the model was trained with (``volume``, ``area``, ``mip`` or ``cosine``)."""
+        """The similarity the model was trained with (a key of :data:`gramx.similarity.SCORES`)."""
         return self.config.score
 
     @property

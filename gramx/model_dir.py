@@ -111,7 +111,7 @@ class ModelConfig(Section):
     format_version: Literal[1] = 1
     gramx_version: str = ""
     dim: int = Field(ge=2, le=MAX_WIDTH)
-    score: Literal["volume", "area", "mip", "cosine"] = Field(
+    score: Literal["volume", "area", "mip", "cosine", "singular"] = Field(
         "volume", description="the similarity the model was trained with, which retrieval and zero-shot use")
     modalities: dict[str, SavedModality]
     training: dict[str, Any] = Field(default_factory=dict, description="what the model was trained on")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from gramx.confu import ConFuLoss
 from gramx.distances import RegularisedVolume
 from gramx.distributed import gather_features, sum_scalar
 from gramx.errors import ConfigError
@@ -30,6 +31,8 @@ from gramx.losses import (
     Temperature,
     TriangleLoss,
 )
+from gramx.gated_symile import GatedSymileLoss
+from gramx.pmrl import PMRLLoss
 from gramx.similarity import SCORES
 
 if TYPE_CHECKING:
@@ -49,12 +52,15 @@ class LossType:
     - ``score``: the similarity a model trained with it scores by (a key of
       :data:`gramx.similarity.SCORES`).
     - ``check(cfg, modalities)``: raise ``ValueError`` when the run cannot use the term.
+    - ``space``: the term has parameters sized by the run (fusion heads, gates): ``options``
+      then also holds the run's ``modalities`` (sorted) and ``dim``.
     """
 
     build: Callable[[LossConfig, Temperature, dict], nn.Module]
     describe: Callable[[LossConfig], str]
     score: str
     check: Callable[[LossConfig, Sequence[str]], None] | None = None
+    space: bool = False
 
     def __post_init__(self):
         if self.score not in SCORES:
@@ -72,6 +78,14 @@ def _three(cfg: LossConfig, modalities: Sequence[str]) -> None:
         raise ValueError(f"loss.type triangle needs exactly three modalities, the run has {len(modalities)}: "
                          f"{', '.join(sorted(modalities))}")
     _anchored(cfg, modalities)
+
+
+def _at_least(count: int) -> Callable[[LossConfig, Sequence[str]], None]:
+    def check(cfg: LossConfig, modalities: Sequence[str]) -> None:
+        if len(modalities) < count:
+            raise ValueError(f"loss.type {cfg.type} needs {count} or more modalities, the run has {len(modalities)}: "
+                             f"{', '.join(sorted(modalities))}")
+    return check
 
 
 def _gram(cfg: LossConfig, t: Temperature, options: dict) -> nn.Module:
@@ -100,6 +114,21 @@ LOSS_TYPES: dict[str, LossType] = {
     "pairwise_all": LossType(
         lambda cfg, t, options: PairwiseInfoNCE(anchor=None, temperature=t, **options),
         lambda cfg: "pairwise InfoNCE over all pairs", "cosine"),
+    "pmrl": LossType(
+        lambda cfg, t, options: PMRLLoss(temperature=t, singular_temperature=cfg.singular_temperature),
+        lambda cfg: f"the PMRL leading singular value loss (singular values at temperature {cfg.singular_temperature})",
+        "singular", _at_least(2)),
+    "confu": LossType(
+        lambda cfg, t, options: ConFuLoss(options["modalities"], options["dim"], temperature=t,
+                                          fused_weight=cfg.fused_weight, hidden=cfg.fusion_hidden,
+                                          label_smoothing=options.get("label_smoothing", 0.0)),
+        lambda cfg: f"ConFu: pairwise InfoNCE and fused pairs against the third (fused weight {cfg.fused_weight})",
+        "cosine", _at_least(3), space=True),
+    "gated_symile": LossType(
+        lambda cfg, t, options: GatedSymileLoss(options["modalities"], options["dim"], temperature=t,
+                                                width=cfg.gate_dim, null=cfg.gate_null),
+        lambda cfg: f"gated Symile (per-candidate gates{', with NULL' if cfg.gate_null else ''})", "mip",
+        _at_least(2), space=True),
 }
 
 
@@ -212,6 +241,8 @@ def build_objective(cfg: LossConfig, modalities: Sequence[str], dim: int) -> Obj
     """
     kind = loss_type(cfg.type)
     options = {} if cfg.label_smoothing is None else {"label_smoothing": cfg.label_smoothing}
+    if kind.space:
+        options |= {"modalities": sorted(modalities), "dim": dim}
     contrastive = kind.build(cfg, Temperature(cfg.temperature, learnable=cfg.learn_temperature), options)
     extras: dict[str, tuple] = {}
     weight = cfg.pairwise_weight or (1.0 if cfg.pairwise_warmup else None)

@@ -6,7 +6,9 @@ A model scores retrieval with the similarity it was trained with (``score`` in i
 - ``area``: the area of the triangle whose corners are the endpoints of the query and of a
   tuple of two (TRIANGLE), smaller is better; unlike the volume it sees a vector's sign;
 - ``mip``: the multilinear inner product ``sum_k q_k c1_k ... cm_k`` (Symile), larger is better;
-- ``cosine``: the sum of the query's cosine similarities with the tuple's vectors, larger is better.
+- ``cosine``: the sum of the query's cosine similarities with the tuple's vectors, larger is better;
+- ``singular``: the largest singular value of the matrix of the query and the tuple's vectors
+  (PMRL: the tuple's shared direction), larger is better; like the volume it is blind to signs.
 
 Each has an index built once from the candidates ``[Nc, m, d]`` that scores query batches in
 chunks (:meth:`scores`) and keeps a running top-k (:meth:`search`), so memory does not grow
@@ -26,7 +28,7 @@ from gramx.topk import RunningTopk
 from gramx.volume import CUDA_BLOCK_ELEMENTS, VolumeIndex, safe_sqrt
 
 __all__ = ["triangle_area", "area_matrix", "AreaIndex", "multilinear_product", "mip_matrix", "ProductIndex",
-           "Score", "SCORES", "score_matrix"]
+           "SingularIndex", "Score", "SCORES", "score_matrix"]
 
 
 def _working(x: torch.Tensor) -> torch.Tensor:
@@ -205,6 +207,57 @@ def mip_matrix(q: torch.Tensor, c: torch.Tensor, mask: torch.Tensor | None = Non
     return ProductIndex.build(c, mask).scores(q)
 
 
+@dataclass
+class SingularIndex:
+    """Candidate tuples scored by the largest singular value of (query, tuple) (PMRL), larger is better.
+
+    The squared singular values of the matrix whose columns are the query and the tuple's
+    vectors are the eigenvalues of their Gram matrix: the tuple's own Gram matrix (kept per
+    candidate), bordered by the query's dot products with its vectors (one matrix product per
+    chunk). A missing vector is a zero column, which leaves the largest singular value alone.
+    """
+
+    vectors: torch.Tensor
+    gram: torch.Tensor
+    higher_is_better = True
+
+    @classmethod
+    def build(cls, candidates: torch.Tensor, mask: torch.Tensor | None = None) -> SingularIndex:
+        _check_tuples(candidates)
+        x = _working(candidates)
+        if mask is not None:
+            x = x * mask.unsqueeze(-1)
+        return cls(x, x @ x.transpose(1, 2))
+
+    def __len__(self) -> int:
+        return self.vectors.shape[0]
+
+    def _scores(self, q: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        dots = torch.einsum("qd,cmd->qcm", q, self.vectors[start:stop])  # [Nq, C, m]
+        gram = self.gram[None, start:stop].expand(q.shape[0], -1, -1, -1)
+        norms = (q * q).sum(-1)[:, None, None, None].expand(-1, dots.shape[1], 1, 1)
+        bordered = torch.cat([torch.cat([norms, dots.unsqueeze(2)], dim=3),
+                              torch.cat([dots.unsqueeze(3), gram], dim=3)], dim=2)  # [Nq, C, m+1, m+1]
+        return torch.linalg.eigvalsh(bordered)[..., -1].clamp(min=0).sqrt()
+
+    def _chunk(self, q: torch.Tensor, block_elements: int | None) -> int:
+        return _chunk(q.shape[0], (self.vectors.shape[1] + 1) ** 2, block_elements, q.device)
+
+    def scores(self, queries: torch.Tensor, block_elements: int | None = None) -> torch.Tensor:
+        """``[Nq, Nc]`` largest singular values of ``(q_i, c_j1..c_jm)``; differentiable."""
+        q = queries.to(self.vectors.dtype)
+        step = self._chunk(q, block_elements)
+        parts = [self._scores(q, s, min(s + step, len(self))) for s in range(0, len(self), step)]
+        return torch.cat(parts, dim=1) if parts else q.new_empty(q.shape[0], 0)
+
+    @torch.no_grad()
+    def search(self, queries: torch.Tensor, k: int = 10, block_elements: int | None = None):
+        """The ``k`` largest singular values per query and their candidate indices."""
+        q = queries.to(self.vectors.dtype)
+        return _chunked_search(lambda s, e: self._scores(q, s, e), len(self), q, k, self._chunk(q, block_elements),
+                               True)
+
+
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a.float() @ b.float().T
 
@@ -214,6 +267,11 @@ def _pair_volume(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (1 - cos * cos).clamp(min=0).sqrt()
 
 
+def _pair_singular(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    cos = F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).T
+    return (1 + cos.abs()).sqrt()
+
+
 @dataclass(frozen=True)
 class Score:
     """A joint similarity: how to index candidate tuples, its direction, and its value for two vectors.
@@ -221,7 +279,7 @@ class Score:
     ``pair(a[N, d], b[C, d]) -> [N, C]`` scores single items against single items (zero-shot
     classification against class prompts): the 2-vector volume is ``sin`` of the angle, the
     2-corner "triangle" is the segment between the endpoints, the 2-vector multilinear
-    product is the dot product.
+    product is the dot product, the largest singular value of two unit vectors ``sqrt(1 + |cos|)``.
     """
 
     name: str
@@ -237,6 +295,7 @@ SCORES: dict[str, Score] = {
     "area": Score("area", AreaIndex.build, False, lambda a, b: torch.cdist(a.float(), b.float()), tuple_size=2),
     "mip": Score("mip", lambda c, mask=None: ProductIndex.build(c, mask, "mip"), True, _dot),
     "cosine": Score("cosine", lambda c, mask=None: ProductIndex.build(c, mask, "cosine"), True, _dot),
+    "singular": Score("singular", SingularIndex.build, True, _pair_singular),
 }
 
 

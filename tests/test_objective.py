@@ -37,16 +37,19 @@ def test_every_built_in_type_builds_and_names_its_score(tmp_path, fixture_plugin
         scores[name] = kind.score
         assert describe_loss(config.loss)
     assert scores == {"gram": "volume", "triangle": "area", "symile": "mip", "pairwise": "cosine",
-                      "pairwise_all": "cosine"}
+                      "pairwise_all": "cosine", "pmrl": "singular", "confu": "cosine", "gated_symile": "mip"}
 
 
 def test_run_file_errors_for_objectives(tmp_path, fixture_plugins):
     data = run_config(tmp_path, loss={"type": "triangel"})
-    with pytest.raises(ConfigError, match="unknown loss.type 'triangel'; available: gram, pairwise"):
+    with pytest.raises(ConfigError, match="unknown loss.type 'triangel'; available: confu, gated_symile, gram, pair"):
         parse_config(data, tmp_path)
     data = run_config(tmp_path, loss={"type": "triangle"})
     data["modalities"] = {"point": {}, "text": {}}
     with pytest.raises(ConfigError, match="triangle needs exactly three modalities, the run has 2"):
+        parse_config(data, tmp_path)
+    data["loss"] = {"type": "confu"}
+    with pytest.raises(ConfigError, match="confu needs 3 or more modalities, the run has 2: point, text"):
         parse_config(data, tmp_path)
     with pytest.raises(ConfigError, match="loss.anchor 'all' is not one of"):
         parse_config(run_config(tmp_path, loss={"type": "pairwise", "anchor": "all"}), tmp_path)
@@ -84,6 +87,22 @@ def test_each_model_is_evaluated_and_searched_by_its_own_score(tmp_path, fixture
     assert report["score"] == score and set(report["nway"]) == set(report["nway_cosine"])
     if score == "cosine":  # the cosine score's n-way retrieval is the cosine-sum baseline itself
         assert report["nway"] == report["nway_cosine"]
+
+
+@pytest.mark.parametrize("kind, score", [("pmrl", "singular"), ("confu", "cosine"), ("gated_symile", "mip")])
+def test_the_newer_objectives_train_with_missing_modalities(tmp_path, fixture_plugins, kind, score):
+    """PMRL, ConFu and gated Symile (their own modules' tests: test_pmrl.py, test_confu.py, test_gated_symile.py)."""
+    data = run_config(tmp_path, loss={"type": kind, "fusion_hidden": 16, "gate_dim": 8}, n=48, dim=16,
+                      data={"batch_size": 8}, optim={"epochs": 6}, eval={"metrics": ["retrieval", "nway", "zeroshot"]})
+    model_dir = train(parse_config(data, tmp_path))  # the training rows have missing modalities
+    losses = [r["loss"] for r in map(json.loads, (model_dir.parent / "metrics.jsonl").read_text().splitlines())
+              if "loss" in r]
+    assert len(losses) == 36 and sum(losses[-9:]) < 0.8 * sum(losses[:9])  # the last quarter against the first
+    model = load_model(model_dir)
+    assert model.score == score
+    (tmp_path / "classes.txt").write_text("zero\none\ntwo\nthree\n")
+    report = evaluate(model, tmp_path / "val.jsonl", classes=str(tmp_path / "classes.txt"))
+    assert report["score"] == score and report["nway"]["(point,vector)->text"]["R@1"] > 25  # four classes
 
 
 def test_a_plugin_registers_a_loss_type(tmp_path, fixture_plugins):

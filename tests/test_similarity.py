@@ -12,6 +12,7 @@ from gramx.similarity import (
     SCORES,
     AreaIndex,
     ProductIndex,
+    SingularIndex,
     area_matrix,
     mip_matrix,
     multilinear_product,
@@ -86,6 +87,18 @@ def test_multilinear_product_matches_symile_and_drops_missing_vectors():
     torch.testing.assert_close(multilinear_product(torch.stack([q, q], dim=1)), (q * q).sum(-1))
     values, idx = ProductIndex.build(c).search(q, k=3, block_elements=10)
     assert torch.equal(idx, ours.topk(3, dim=1).indices)
+
+
+def test_singular_scores_are_the_largest_singular_values_of_query_and_tuple():
+    q, c = unit(4, 8, seed=13), unit(6, 2, 8, seed=14)
+    mask = torch.ones(6, 2, dtype=torch.bool)
+    mask[::2, 1] = False
+    expected = torch.tensor([[torch.linalg.svdvals(torch.stack([qi, *cj[mj]], dim=1))[0] for cj, mj in zip(c, mask)]
+                             for qi in q], dtype=torch.float64)
+    torch.testing.assert_close(SingularIndex.build(c, mask).scores(q, block_elements=10), expected)
+    torch.testing.assert_close(SCORES["singular"].pair(q, c[:, 0]), (1 + (q @ c[:, 0].T).abs()).sqrt().float())
+    qg = q.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x: SingularIndex.build(c, mask).scores(x), (qg,))
 
 
 def test_every_score_indexes_and_ranks_the_same_way():

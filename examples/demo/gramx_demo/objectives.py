@@ -1,4 +1,4 @@
-"""The objectives stage: GRAM, TRIANGLE, Symile and pairwise on tasks that need every modality at once.
+"""The objectives stage: GRAM, TRIANGLE, Symile, pairwise and newer peers on tasks that need every modality at once.
 
 Three tasks on the digits data (examples/compose, test split; train split for training):
 
@@ -36,6 +36,9 @@ OBJECTIVES = {
     "GRAM + 0.5 pairwise": ["loss.type=gram", "loss.anchor=text", "loss.pairwise_weight=0.5"],
     "TRIANGLE": ["loss.type=triangle", "loss.anchor=text"],
     "Symile": ["loss.type=symile"],
+    "PMRL": ["loss.type=pmrl", "loss.temperature=0.1"],  # the authors' regulariser temperature
+    "ConFu": ["loss.type=confu"],
+    "gated Symile": ["loss.type=gated_symile", "loss.temperature=1.0"],  # the authors' initial logit scale, 1
 }
 
 #: The subset `gramx demo` runs (the rest: benchmarks/bench_objectives.py).
