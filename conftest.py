@@ -19,9 +19,9 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def one_thread():
-    """Torch on one thread while a test runs: small models avoid OpenMP waits (several times faster on a busy CPU)."""
+    """Torch on one thread for a module's tests: small models avoid OpenMP waits (several times faster on a busy CPU)."""
     import torch
 
     threads = torch.get_num_threads()

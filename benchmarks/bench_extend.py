@@ -21,11 +21,11 @@ import json
 import time
 from pathlib import Path
 
-from gramx.config import load_config
-from gramx.evaluate import evaluate
-from gramx.extend import add_modalities, bridge_spaces, load_bridge_config
-from gramx.model import load_model
-from gramx.train import train
+from gramx.train.config import load_config
+from gramx.evaluate.report import evaluate
+from gramx.extend.grow import add_modalities, bridge_spaces, load_bridge_config
+from gramx.model.model import load_model
+from gramx.train.loop import train
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 TEST = EXAMPLES / "data/digits/test.jsonl"

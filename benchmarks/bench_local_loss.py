@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 from bench_loss import make_batch  # noqa: E402
 
-from gramx.losses import GramLoss  # noqa: E402
+from gramx.losses.contrastive import GramLoss  # noqa: E402
 
 SCRIPT = Path(__file__).resolve()
 

@@ -21,11 +21,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_extend import CHANCE, EXAMPLES, TEST, _run, arguments, audio_to_image, timer  # noqa: E402
 
-from gramx.config import load_config  # noqa: E402
-from gramx.evaluate import evaluate  # noqa: E402
-from gramx.extend import bridge_spaces, load_bridge_config  # noqa: E402
-from gramx.model import load_model  # noqa: E402
-from gramx.train import train  # noqa: E402
+from gramx.train.config import load_config  # noqa: E402
+from gramx.evaluate.report import evaluate  # noqa: E402
+from gramx.extend.grow import bridge_spaces, load_bridge_config  # noqa: E402
+from gramx.model.model import load_model  # noqa: E402
+from gramx.train.loop import train  # noqa: E402
 
 VARIANTS = {"frozen MiniLM": [], "LoRA on MiniLM (r=8)": ["modalities.text.lora={r: 8, alpha: 16}"]}
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-from gramx.losses import GramLoss, PairwiseInfoNCE, SymileLoss, TriangleLoss  # noqa: E402
+from gramx.losses.contrastive import GramLoss, PairwiseInfoNCE, SymileLoss, TriangleLoss  # noqa: E402
 
 SCRIPT = Path(__file__).resolve()
 MODALITIES = ("text", "video", "audio", "subtitles", "depth", "image", "imu", "pointcloud")

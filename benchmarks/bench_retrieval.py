@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 import gramx  # noqa: E402
-from gramx.volume import VolumeIndex  # noqa: E402
-from gramx.volume_kernel import fused_available  # noqa: E402
+from gramx.scores.volume import VolumeIndex  # noqa: E402
+from gramx.scores.volume_kernel import fused_available  # noqa: E402
 
 SCRIPT = Path(__file__).resolve()
 

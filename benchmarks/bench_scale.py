@@ -37,13 +37,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-from gramx.config import load_config  # noqa: E402
-from gramx.data import Collator, read_manifest  # noqa: E402
-from gramx.distributed import DistContext  # noqa: E402
-from gramx.model import GramxModel  # noqa: E402
-from gramx.shard_reader import read_shards  # noqa: E402
-from gramx.shards import write_shards  # noqa: E402
-from gramx.training_data import open_training_data, read_training_rows  # noqa: E402
+from gramx.train.config import load_config  # noqa: E402
+from gramx.data.loading import Collator  # noqa: E402
+from gramx.data.manifest import read_manifest  # noqa: E402
+from gramx.runtime.distributed import DistContext  # noqa: E402
+from gramx.train.config import build_model  # noqa: E402
+from gramx.data.shard_reader import read_shards  # noqa: E402
+from gramx.data.shards import write_shards  # noqa: E402
+from gramx.train.training_data import open_training_data, read_training_rows  # noqa: E402
 
 RUN_FILE = C.ROOT / "examples" / "digits.yaml"
 MANIFEST = C.ROOT / "examples" / "data" / "digits" / "train.jsonl"
@@ -75,7 +76,7 @@ def loader_rate(train: Path, workers: int, epochs_steps: int | None) -> float:
     config = load_config(RUN_FILE, [f"data.train={train}", f"data.workers={workers}", "data.val=null", *NO_PRELOAD,
                                     "modalities.text.cache=false", "device=cpu"])
     torch.manual_seed(0)
-    data, _ = open_training_data(read_training_rows(config.data.train), GramxModel.from_run_config(config), config,
+    data, _ = open_training_data(read_training_rows(config.data.train), build_model(config), config,
                                  DistContext())
     data.plan(1)
     started, rows = time.perf_counter(), 0
@@ -90,7 +91,7 @@ def profile(shards: Path, batches: int) -> dict:
     """Seconds per batch of 32: each modality's load (manifest, shards), collation, each encoder's step."""
     config = load_config(RUN_FILE, ["device=cpu", *NO_PRELOAD])
     torch.manual_seed(0)
-    model = GramxModel.from_run_config(config).train()
+    model = build_model(config).train()
     mods = {n: (model.modalities[n], model.modality_configs[n]) for n in model.names}
     manifest = read_manifest(MANIFEST)
     timing: dict[str, list[float]] = {}

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 from bench_retrieval import make_data  # noqa: E402
 
-from gramx.similarity import SCORES  # noqa: E402
+from gramx.scores.similarity import SCORES  # noqa: E402
 
 SCRIPT = Path(__file__).resolve()
 #: score -> the lower bound: the plain products it cannot do without, given its index

@@ -1,6 +1,6 @@
 """End-to-end training throughput of the digits example (audio + image + text), in tuples/s.
 
-Trains ``examples/digits.yaml`` for a few epochs through ``gramx.train`` (the real loader,
+Trains ``examples/digits.yaml`` for a few epochs through ``gramx.train.loop`` (the real loader,
 encoders, loss and optimizer; validation off) and reads the trainer's own per-window rate
 from ``metrics.jsonl``. The first window (start-up, first batches) is left out of the
 steady-state median. The same command on two machines compares them:
@@ -25,8 +25,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-from gramx.config import load_config  # noqa: E402
-from gramx.train import train  # noqa: E402
+from gramx.train.config import load_config  # noqa: E402
+from gramx.train.loop import train  # noqa: E402
 
 RUN_FILE = C.ROOT / "examples" / "digits.yaml"
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 import gramx
-from gramx.evaluate import retrieval_metrics
+from gramx.evaluate.metrics import retrieval_metrics
 
 DATA = Path(__file__).resolve().parent / "data" / "msrvtt-gram"
 STEPS = (99, 0)

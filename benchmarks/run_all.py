@@ -48,7 +48,7 @@ def msrvtt_block() -> str:
         [
             "`python benchmarks/msrvtt_reproduce.py` (also `make demo`; exits 1 on any difference) — official GRAM "
             "embeddings of the 884 MSR-VTT test items, `gramx.volume_matrix` in float64, metrics from "
-            "`gramx.evaluate.retrieval_metrics` (ties count against the query); the last column uses the "
+            "`gramx.evaluate.report.retrieval_metrics` (ties count against the query); the last column uses the "
             "opposite tie rule, for comparison only.",
             "",
             msrvtt_reproduce.format_table(rows),

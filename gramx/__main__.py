@@ -2,6 +2,6 @@
 
 import sys
 
-from gramx.cli import main
+from gramx.cli.app import main
 
 sys.exit(main())

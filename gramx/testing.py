@@ -33,14 +33,14 @@ from typing import Any
 import pydantic
 import torch
 
-from gramx import plugins
-from gramx.config import parse_config
-from gramx.embed import embed_manifest
+from gramx.plugins import host as plugins
+from gramx.train.config import parse_config
+from gramx.embed.embedding import embed_manifest
 from gramx.errors import LoadError, PluginError
-from gramx.hookspecs import hookimpl
-from gramx.modality import Modality
-from gramx.model import load_model
-from gramx.train import train
+from gramx.plugins.hookspecs import hookimpl
+from gramx.plugins.modality import Modality
+from gramx.model.model import load_model
+from gramx.train.loop import train
 
 __all__ = ["ConformanceError", "Conformance", "check_modality", "ModalityConformance", "CHECKS", "fresh_host",
            "HostRun", "run_in_host"]
@@ -141,15 +141,16 @@ class Conformance:
             raise ConformanceError(f"{self.modality.name}: encoder gradients are not finite")
 
     def check_bad_input(self) -> None:
-        """Bad inputs (and a missing file, for path modalities) raise ``gramx.LoadError``."""
+        """Bad inputs (and a missing file, for path modalities) raise ``gramx.LoadError`` naming them."""
         bad = list(self.bad_inputs) + ([MISSING_FILE] if self.modality.value_is_path else [])
         for value in bad:
             try:
                 self.modality.load(value, self.cfg)
             except LoadError as exc:
                 names = {str(value), getattr(value, "name", None)} - {None}
-                if not any(name in str(exc) for name in names):
-                    raise ConformanceError(f"{self.modality.name}: LoadError for {value!r} does not name it: {exc}")
+                if not any(name in str(exc) and name in exc.source for name in names):
+                    raise ConformanceError(f"{self.modality.name}: LoadError for {value!r} does not name it (message "
+                                           f"and source): {exc}")
             except Exception as exc:
                 raise ConformanceError(
                     f"{self.modality.name}: bad input {value!r} raised {type(exc).__name__}, not gramx.LoadError: {exc}"

@@ -14,8 +14,8 @@ import sys
 import tomllib
 from pathlib import Path
 
-from gramx.plugins import get_host
-from gramx.reference import render
+from gramx.plugins.host import get_host
+from gramx.cli.reference import render
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "config-reference.md"

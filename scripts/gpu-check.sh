@@ -54,8 +54,8 @@ note "text model: ${GRAMX_TEXT_MODEL:-all-MiniLM-L6-v2}"
 note ""
 
 # ---------------------------------------------------------------- 2. tests
-"$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_volume_kernel.py tests/test_volume.py \
-    tests/test_similarity.py tests/test_losses.py \
+"$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/scores/test_volume_kernel.py tests/scores/test_volume.py \
+    tests/scores/test_similarity.py tests/losses/test_contrastive.py \
     2>&1 | tee "$WORK/pytest.log"
 note "## tests"
 note ""

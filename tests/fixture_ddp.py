@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -14,16 +13,17 @@ HERE = Path(__file__).resolve().parent
 
 def global_batch_grads(config_path: str, rows: list[int], world: int) -> dict[str, torch.Tensor]:
     """Gradients of the training loss for ``rows`` of the manifest, as the trainer computes them."""
-    from gramx import distributed as gdist
-    from gramx.config import load_config
-    from gramx.data import Collator, ManifestDataset, read_manifest
-    from gramx.model import GramxModel
-    from gramx.objective import build_objective
+    from gramx.runtime import distributed as gdist
+    from gramx.train.config import load_config
+    from gramx.data.loading import Collator, ManifestDataset
+    from gramx.data.manifest import read_manifest
+    from gramx.train.config import build_model
+    from gramx.train.objective import build_objective
 
     config = load_config(config_path)
     torch.manual_seed(0)
-    model = GramxModel.from_run_config(config).eval()  # eval: no dropout, so runs compare exactly
-    objective = build_objective(config.loss, list(config.modalities), config.dim)
+    model = build_model(config).eval()  # eval: no dropout, so runs compare exactly
+    objective = build_objective(config.loss, config.loss_type, list(config.modalities), config.dim)
     manifest = read_manifest(config.data.train)
     mods = {n: (model.modalities[n], model.modality_configs[n]) for n in model.names}
     dataset = ManifestDataset(manifest, mods)
@@ -49,7 +49,7 @@ def join(rank: int, world: int, port: int):
     sys.path.insert(0, str(HERE))
     import fixture_modalities
 
-    from gramx import distributed as gdist
+    from gramx.runtime import distributed as gdist
 
     fixture_modalities.install()
     torch.set_num_threads(1)
@@ -62,7 +62,7 @@ def leave() -> None:
     """Leave the process group once no DDP wrapper of this process is left alive (gloo threads stop cleanly)."""
     import gc
 
-    from gramx import distributed as gdist
+    from gramx.runtime import distributed as gdist
 
     gc.collect()  # a DDP wrapper sits in reference cycles: free it now, not during interpreter shutdown
     gdist.barrier()
@@ -99,12 +99,12 @@ def local_loss_worker(rank: int, world: int, port: int, config_paths: list[str],
 
 
 def train_worker(rank: int, world: int, port: int, config_path: str, resume: str) -> None:
-    """One torchrun-like process of a training run (``resume`` as :func:`gramx.train.train` takes it)."""
+    """One torchrun-like process of a training run (``resume`` as :func:`gramx.train.loop.train` takes it)."""
     import multiprocessing
 
     multiprocessing.set_start_method("fork", force=True)  # DataLoader workers as under torchrun, not spawned
-    from gramx.config import load_config
-    from gramx.train import train
+    from gramx.train.config import load_config
+    from gramx.train.loop import train
 
     join(rank, world, port)
     model_dir = train(load_config(config_path), resume=resume)
@@ -116,9 +116,9 @@ def train_worker(rank: int, world: int, port: int, config_path: str, resume: str
 def diverging_worker(rank: int, world: int, port: int, config_path: str, out: str) -> None:
     """A training process whose loss is NaN at step 3 on process 1 only (the gradient stays finite); each
     process writes the error it stopped with to ``out/rank-R.txt``."""
-    from gramx.config import load_config
-    from gramx.divergence import DivergedError
-    from gramx.train import Trainer, train
+    from gramx.train.config import load_config
+    from gramx.train.divergence import DivergedError
+    from gramx.train.loop import Trainer, train
 
     forward_loss = Trainer.forward_loss
 

@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 #: Python code that installs the fixture plugin and runs the gramx command with sys.argv.
 BOOT = (
     "import sys; sys.path.insert(0, {here!r}); import fixture_modalities as f; f.install(); "
-    "from gramx.cli import main; sys.exit(main(sys.argv[1:]))"
+    "from gramx.cli.app import main; sys.exit(main(sys.argv[1:]))"
 ).format(here=str(HERE))
 
 
@@ -123,7 +123,7 @@ def gramx_register_modalities(register):
 
 def install() -> None:
     """Block installed plugins and register this module as the only plugin."""
-    from gramx import plugins
+    from gramx.plugins import host as plugins
 
     names = {ep.name for ep in entry_points(group=plugins.ENTRY_POINT_GROUP)}
     if names:
@@ -166,22 +166,6 @@ def make_dataset(folder: Path, n: int = 24, classes: int = 4, seed: int = 0, dim
     return out
 
 
-@pytest.fixture
-def fixture_plugins(monkeypatch):
-    """Only this module's modalities are installed; torch uses one thread (fast, stable on 2 cores)."""
-    from gramx import plugins
-
-    names = {ep.name for ep in entry_points(group=plugins.ENTRY_POINT_GROUP)}
-    monkeypatch.setenv(plugins.DISABLE_ENV, ",".join(sorted(names)) or "none")
-    plugins.reset()
-    plugins.register_plugin(sys.modules[__name__], name="fixture")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield plugins
-    torch.set_num_threads(threads)
-    plugins.reset()
-
-
 def run_config(folder: Path, **sections) -> dict:
     """A small 3-modality run config (as a dict) on data made in ``folder``."""
     train = make_dataset(folder, n=sections.pop("n", 24), name="train.jsonl", missing=True)
@@ -203,7 +187,7 @@ def kill_at_checkpoint(proc, run_dir: Path, step: int, timeout: float = 240) -> 
     """SIGKILL ``proc`` as soon as ``run_dir`` holds a checkpoint of ``step`` or later; then wait for it."""
     import signal
 
-    from gramx.checkpoint import latest_checkpoint
+    from gramx.train.checkpoint import latest_checkpoint
 
     deadline = time.monotonic() + timeout
     try:
@@ -219,7 +203,7 @@ def kill_at_checkpoint(proc, run_dir: Path, step: int, timeout: float = 240) -> 
 
 def subprocess_env() -> dict:
     """Environment for a gramx subprocess: installed plugins blocked, one thread."""
-    from gramx import plugins
+    from gramx.plugins import host as plugins
 
     env = dict(os.environ)
     names = {ep.name for ep in entry_points(group=plugins.ENTRY_POINT_GROUP)}
@@ -232,7 +216,7 @@ def subprocess_env() -> dict:
 @contextmanager
 def installed():
     """:func:`install` for a module-scoped fixture: installed plugins blocked until the block ends."""
-    from gramx import plugins
+    from gramx.plugins import host as plugins
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(plugins.DISABLE_ENV, subprocess_env()[plugins.DISABLE_ENV])

@@ -11,20 +11,21 @@ import types
 import pytest
 import torch
 import yaml
-from fixture_modalities import (  # noqa: F401
-    POINT, TEXT, VECTOR, fixture_plugins, install, make_dataset, run_config, subprocess_env)
+from fixture_modalities import POINT, TEXT, VECTOR, install, make_dataset, run_config, subprocess_env
 from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset, IterableDataset
 
 import gramx
-from gramx import plugins
-from gramx.cli import build_parser, main
-from gramx.config import parse_config
-from gramx.data import Collator, DataError, ManifestDataset, check_errors, read_manifest
+from gramx.plugins import host as plugins
+from gramx.cli.app import build_parser, main
+from gramx.train.config import parse_config
+from gramx.data.loading import Collator, ManifestDataset, check_errors
+from gramx.data.manifest import DataError, read_manifest
 from gramx.errors import GramxError, LoadError
-from gramx.model import GramxModel
-from gramx.train import latest_checkpoint, train
-from gramx.workers import WorkerLoader, WorkerTraceback
+from gramx.train.config import build_model
+from gramx.train.checkpoint import latest_checkpoint
+from gramx.train.loop import train
+from gramx.runtime.workers import WorkerLoader, WorkerTraceback
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def model_dir(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(plugins.DISABLE_ENV, subprocess_env()[plugins.DISABLE_ENV])
         install()
-        GramxModel.from_run_config(parse_config(run_config(folder), folder)).save_pretrained(folder / "model")
+        build_model(parse_config(run_config(folder), folder)).save_pretrained(folder / "model")
         yield folder / "model"
         plugins.reset()
 
@@ -269,7 +270,7 @@ def test_a_training_worker_error_is_one_line_and_its_traceback_is_kept_for_debug
 
 
 def test_a_row_that_fails_to_load_keeps_the_plugin_traceback_for_debug(tmp_path, fixture_plugins):
-    from gramx.plugins import get_modality
+    from gramx.plugins.host import get_modality
 
     path = make_dataset(tmp_path, n=4)
     (tmp_path / "vec" / "train-2.npy").write_bytes(b"not an array")

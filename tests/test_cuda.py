@@ -7,7 +7,7 @@ import torch.nn.functional as F
 import pytest
 
 import gramx
-from gramx.losses import GramLoss
+from gramx.losses.contrastive import GramLoss
 
 pytestmark = pytest.mark.cuda
 
@@ -78,10 +78,10 @@ def test_gram_loss_forward_backward_on_cuda_equals_cpu():
 def test_digits_training_on_cuda_with_bf16_beats_chance(tmp_path):
     from pathlib import Path
 
-    from gramx.config import load_config
-    from gramx.evaluate import evaluate
-    from gramx.model import load_model
-    from gramx.train import train
+    from gramx.train.config import load_config
+    from gramx.evaluate.report import evaluate
+    from gramx.model.model import load_model
+    from gramx.train.loop import train
 
     examples = Path(__file__).resolve().parent.parent / "examples"
     overrides = [

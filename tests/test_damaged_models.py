@@ -7,14 +7,15 @@ import struct
 
 import pytest
 import torch
-from fixture_modalities import fixture_plugins, run_config  # noqa: F401
+from fixture_modalities import run_config
 from safetensors.torch import load_file, save_file
 
 from gramx.cli import main
-from gramx.config import parse_config
+from gramx.train.config import parse_config
 from gramx.errors import GramxError
-from gramx.model import GramxModel, load_model
-from gramx.pretrained import folder_digest
+from gramx.model.model import load_model
+from gramx.train.config import build_model
+from gramx.model.pretrained import folder_digest
 
 
 @pytest.fixture
@@ -24,7 +25,7 @@ def run(tmp_path, fixture_plugins):
 
 @pytest.fixture
 def saved(tmp_path, run):
-    return GramxModel.from_run_config(run).save_pretrained(tmp_path / "model")
+    return build_model(run).save_pretrained(tmp_path / "model")
 
 
 def refused_by_embed(tmp_path, model_dir, capsys, file) -> str:
@@ -99,7 +100,7 @@ def test_a_model_with_non_finite_weights_is_refused_on_load(tmp_path, saved, cap
 
 
 def test_non_finite_weights_are_never_written(tmp_path, run):
-    model = GramxModel.from_run_config(run)
+    model = build_model(run)
     with torch.no_grad():
         model.heads["text"].net[1].weight[2, 1] = float("nan")
     with pytest.raises(GramxError, match="'heads.text.net.1.weight' holds NaN or infinite values") as info:
@@ -142,7 +143,7 @@ def test_a_plugins_sizes_never_build_a_giant(tmp_path, saved, run, capsys):
         load_model(saved)
     run.modalities["point"].plugin_config.hidden = 10**10  # a run file asking for the same
     with pytest.raises(GramxError, match="modality 'point': building it would allocate"):
-        GramxModel.from_run_config(run)
+        build_model(run)
 
 
 def _refer(model_dir, path: str, sha256: str = "0" * 64) -> None:

@@ -6,13 +6,13 @@ import json
 import shutil
 
 import pytest
-from fixture_modalities import fixture_plugins, installed, run_config  # noqa: F401
+from fixture_modalities import installed, run_config
 
-from gramx.atomic import OutputExists
+from gramx.files.atomic import OutputExists
 from gramx.cli import main
-from gramx.config import parse_config
-from gramx.model import load_model
-from gramx.train import train
+from gramx.train.config import parse_config
+from gramx.model.model import load_model
+from gramx.train.loop import train
 
 
 @pytest.fixture(scope="module")

@@ -7,27 +7,16 @@ import shutil
 
 import numpy as np
 import pytest
-from fixture_modalities import fixture_plugins, installed, run_config  # noqa: F401
 
 from gramx.cli import main
-from gramx.config import parse_config
 from gramx.errors import GramxError
-from gramx.index import EmbeddingIndex
-from gramx.train import train
+from gramx.index.store import EmbeddingIndex
 
 
-@pytest.fixture(scope="module")
-def made(tmp_path_factory):
+@pytest.fixture
+def made(trained, fixture_plugins):
     """An index made by one model, and a second model of the same dimension with other weights."""
-    folder = tmp_path_factory.mktemp("forged")
-    with installed():
-        data = run_config(folder, optim={"max_steps": 2})
-        model = train(parse_config(data, folder))
-        other = train(parse_config({**data, "optim": {**data["optim"], "seed": 9},
-                                    "output": {"dir": str(folder / "other")}}, folder))
-        index = folder / "index"
-        assert main(["embed", str(model), str(folder / "val.jsonl"), "-o", str(index)]) == 0
-        yield model, other, index
+    return trained.model, trained.other, trained.index
 
 
 def edited(index, tmp_path, change):
@@ -64,7 +53,7 @@ def before_fingerprints(record):
 
 
 @pytest.mark.parametrize("change", [unverifiable, before_fingerprints])
-def test_an_index_without_the_models_fingerprint_is_refused(made, tmp_path, capsys, change, fixture_plugins):
+def test_an_index_without_the_models_fingerprint_is_refused(made, tmp_path, capsys, change):
     model, other, index = made
     copy = edited(index, tmp_path, change)
     err = refused(capsys, search(other, copy), copy / "index.json")  # another model: never searched
@@ -89,7 +78,7 @@ FORGERIES = {
 
 
 @pytest.mark.parametrize("name", FORGERIES)
-def test_a_forged_index_json_is_an_error_naming_it(made, tmp_path, capsys, name, fixture_plugins):
+def test_a_forged_index_json_is_an_error_naming_it(made, tmp_path, capsys, name):
     model, _, index = made
     copy = edited(index, tmp_path, FORGERIES[name])
     refused(capsys, search(model, copy, "--modality", "vector"), copy / "index.json")
@@ -98,7 +87,7 @@ def test_a_forged_index_json_is_an_error_naming_it(made, tmp_path, capsys, name,
 
 
 @pytest.mark.parametrize("text", [b"{", b"\xff\xfe{}", b"[" * 100_000])
-def test_index_json_that_is_not_json_is_an_error_naming_it(made, tmp_path, capsys, text, fixture_plugins):
+def test_index_json_that_is_not_json_is_an_error_naming_it(made, tmp_path, capsys, text):
     model, _, index = made
     copy = edited(index, tmp_path, lambda r: None)
     (copy / "index.json").write_bytes(text)
@@ -114,7 +103,7 @@ VECTORS = {
 
 
 @pytest.mark.parametrize("name", [*VECTORS, "pickled", "garbage"])
-def test_vectors_that_disagree_with_the_record_are_refused(made, tmp_path, capsys, name, fixture_plugins):
+def test_vectors_that_disagree_with_the_record_are_refused(made, tmp_path, capsys, name):
     model, _, index = made
     copy = edited(index, tmp_path, lambda r: None)
     npy = copy / "vector.npy"
@@ -129,7 +118,7 @@ def test_vectors_that_disagree_with_the_record_are_refused(made, tmp_path, capsy
         EmbeddingIndex.load(copy)
 
 
-def test_the_untouched_index_is_searched(made, capsys, fixture_plugins):
+def test_the_untouched_index_is_searched(made, capsys):
     model, _, index = made
     assert main(search(model, index, "--modality", "vector", "-k", "3", "--json")) == 0
     assert len(json.loads(capsys.readouterr().out)["results"]) == 3

@@ -16,24 +16,20 @@ import signal
 import tempfile
 from pathlib import Path
 
-import pytest
 import torch
-from fixture_modalities import installed, run_config
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from gramx.cli import main
-from gramx.config import parse_config
-from gramx.data import read_manifest
+from gramx.data.manifest import read_manifest
 from gramx.errors import GramxError
-from gramx.index import EmbeddingIndex
-from gramx.model import load_model
-from gramx.shard_reader import read_shards
-from gramx.shards import check_record, write_shards
-from gramx.train import train
+from gramx.index.store import EmbeddingIndex
+from gramx.model.model import load_model
+from gramx.data.shard_reader import read_shards
+from gramx.data.shards import check_record
 
 FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                       HealthCheck.function_scoped_fixture])  # the fixture plugin stays the same
 
 #: Any JSON value, a few levels deep.
 JSON = st.recursive(
@@ -118,18 +114,6 @@ def test_row_records_are_checked_never_raised_on(data, index):
         assert record.index == index and "/" not in record.source
 
 
-@pytest.fixture(scope="module")
-def made(tmp_path_factory):
-    """A trained tiny model, an index it made, and shards of its manifest."""
-    folder = tmp_path_factory.mktemp("fuzz")
-    with installed():
-        data = run_config(folder, optim={"max_steps": 2})
-        model = train(parse_config(data, folder))
-        assert main(["embed", str(model), str(folder / "val.jsonl"), "-o", str(folder / "index")]) == 0
-        write_shards(folder / "val.jsonl", folder / "shards", shard_size=5, progress=False)
-        yield folder, model
-
-
 def copied(source: Path, tmp: str) -> Path:
     copy = Path(tmp) / source.name
     shutil.copytree(source, copy)
@@ -143,10 +127,9 @@ def rewrite(file: Path, path: list, new, raw: bytes | None) -> None:
 
 @FUZZ
 @given(path=PATHS, new=JSON, raw=st.none() | st.binary(max_size=60))
-def test_mutated_shard_folders_are_read_or_refused_naming_them(made, path, new, raw):
-    folder, _ = made
+def test_mutated_shard_folders_are_read_or_refused_naming_them(trained, fixture_plugins, path, new, raw):
     with tempfile.TemporaryDirectory() as tmp:
-        shards = copied(folder / "shards", tmp)
+        shards = copied(trained.shards, tmp)
         rewrite(shards / "shards.json", path, new, raw)
         with watched(shards):
             found = outcome(lambda: read_shards(shards), shards)
@@ -160,12 +143,11 @@ def test_mutated_shard_folders_are_read_or_refused_naming_them(made, path, new, 
 
 @FUZZ
 @given(path=PATHS, new=JSON, raw=st.none() | st.binary(max_size=60), query=st.sampled_from(["vector", "text"]))
-def test_mutated_indexes_are_searched_or_refused_naming_them(made, path, new, raw, query):
-    folder, model_dir = made
+def test_mutated_indexes_are_searched_or_refused_naming_them(trained, fixture_plugins, path, new, raw, query):
     with tempfile.TemporaryDirectory() as tmp:
-        index = copied(folder / "index", tmp)
+        index = copied(trained.index, tmp)
         rewrite(index / "index.json", path, new, raw)
-        model = load_model(model_dir)
+        model = load_model(trained.model)
         value = "the digit two" if query == "text" else [0.1] * 8
         with watched(index):
             opened = outcome(lambda: EmbeddingIndex.load(index), index)
@@ -175,10 +157,9 @@ def test_mutated_indexes_are_searched_or_refused_naming_them(made, path, new, ra
 
 @FUZZ
 @given(path=PATHS, new=JSON, raw=st.none() | st.binary(max_size=60))
-def test_mutated_model_configs_are_loaded_or_refused_naming_them(made, path, new, raw):
-    _, model_dir = made
+def test_mutated_model_configs_are_loaded_or_refused_naming_them(trained, fixture_plugins, path, new, raw):
     with tempfile.TemporaryDirectory() as tmp:
-        model = copied(model_dir, tmp)
+        model = copied(trained.model, tmp)
         rewrite(model / "config.json", path, new, raw)
         with watched(model):
             loaded = outcome(lambda: load_model(model), model)

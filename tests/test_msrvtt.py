@@ -29,15 +29,6 @@ EXPECTED = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small matrices: one thread avoids OpenMP waits on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def msrvtt(one_thread):
     spec = importlib.util.spec_from_file_location("msrvtt_reproduce", SCRIPT)

@@ -17,15 +17,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixture_modalities import BOOT, fixture_plugins, make_dataset, run_config, subprocess_env  # noqa: F401
+from fixture_modalities import BOOT, make_dataset, run_config, subprocess_env
 
 from gramx.cli import main
-from gramx.config import parse_config
-from gramx.data import DataError, RowLoader
-from gramx.plugins import available_modalities
-from gramx.shard_reader import ShardStream, read_shards
-from gramx.shards import write_shards
-from gramx.train import train
+from gramx.train.config import parse_config
+from gramx.data.loading import RowLoader
+from gramx.data.manifest import DataError
+from gramx.plugins.host import available_modalities
+from gramx.data.shard_reader import ShardStream, read_shards
+from gramx.data.shards import write_shards
+from gramx.train.loop import train
 
 VECTOR = io.BytesIO()
 np.save(VECTOR, np.arange(8, dtype=np.float32))

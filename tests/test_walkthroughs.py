@@ -103,7 +103,7 @@ def run_here(checkout: Path, command: str) -> None:
     commands then share one start-up (importing transformers costs seconds per process)."""
     from gramx_pointcloud.shapes import main as shapes
 
-    from gramx.cli import main as gramx
+    from gramx.cli.app import main as gramx
 
     argv = shlex.split(command)
     entry = {"gramx": lambda args: gramx(["--debug", *args]), "gramx-shapes": shapes}[argv[0]]

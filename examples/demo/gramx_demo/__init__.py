@@ -10,8 +10,8 @@ Installed, this distribution adds the ``demo`` sub-command through the ``gramx``
     gramx demo --stage all -o runs/demo
     gramx demo --quick              # a shortened run (tests, smoke checks)
 
-Everything runs through the library (:func:`gramx.train.train`, :func:`gramx.load_model`,
-:mod:`gramx.evaluate`); the figures and ``report.md`` are written by this package.
+Everything runs through the library (:func:`gramx.train.loop.train`, :func:`gramx.load_model`,
+:mod:`gramx.evaluate.report`); the figures and ``report.md`` are written by this package.
 """
 
 from __future__ import annotations

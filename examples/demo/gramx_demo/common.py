@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from gramx.embed import embed_manifest, embed_values
+
 __all__ = [
     "EXAMPLES",
     "LOSSES",
@@ -108,10 +110,10 @@ def absolute_rows(rows: list[dict], root: Path, keys: Sequence[str]) -> list[dic
 
 
 def train_model(config: dict, run_dir: Path, progress: bool = True) -> Path:
-    """Validate ``config`` (a run-config mapping), train it with :func:`gramx.train.train` into
+    """Validate ``config`` (a run-config mapping), train it with :func:`gramx.train.loop.train` into
     ``run_dir`` (inside the demo's own report folder) and return the model directory."""
-    from gramx.config import parse_config
-    from gramx.train import train
+    from gramx.train.config import parse_config
+    from gramx.train.loop import train
 
     config = dict(config)
     config["output"] = {**config.get("output", {}), "dir": str(run_dir)}
@@ -137,10 +139,10 @@ def read_losses(run_dir: Path) -> tuple[list[int], list[float]]:
 class Analysis:
     """Everything the tables and plots need about one trained model on one test manifest."""
 
-    report: dict  # gramx.evaluate report: retrieval / nway (volume) / nway_cosine / zeroshot
+    report: dict  # gramx.evaluate.report report: retrieval / nway (volume) / nway_cosine / zeroshot
     positive_volumes: torch.Tensor  # volume of each complete test tuple (anchor with its own tuple)
     negative_volumes: torch.Tensor  # anchor with tuples of other classes
-    embeddings: Any  # gramx.embed.Embeddings
+    embeddings: Any  # gramx.embed.embedding.Embeddings
     prompts: torch.Tensor | None  # class-prompt embeddings [C, D]
     names: list[str]
 
@@ -153,10 +155,10 @@ def _label_positives(labels: list, rows: torch.Tensor) -> torch.Tensor:
 def analyse(model, manifest: str | Path, classes: list[str] | None = None, template: str = "{}",
             anchor: str = "text", progress: bool = False, max_negatives: int = 20000, seed: int = 0) -> Analysis:
     """Embed ``manifest`` once; evaluate it and compute the volumes of matching and other-class tuples."""
-    from gramx.evaluate import evaluate
-    from gramx.volume import volume_matrix
+    from gramx.evaluate.report import evaluate
+    from gramx.scores.volume import volume_matrix
 
-    emb = model.embed_manifest(manifest, progress=progress)
+    emb = embed_manifest(model, manifest, progress=progress)
     report = evaluate(model, emb, classes=classes, template=template)
     names = [n for n in emb.feats if bool(emb.masks[n].any())]
     complete = torch.stack([emb.masks[n] for n in names]).all(dim=0).nonzero().squeeze(1)
@@ -173,7 +175,7 @@ def analyse(model, manifest: str | Path, classes: list[str] | None = None, templ
             neg = neg[pick]
     prompts = None
     if classes and anchor in model.names:
-        prompts = model.embed_values(anchor, [template.format(c) for c in classes])
+        prompts = embed_values(model, anchor, [template.format(c) for c in classes])
     return Analysis(report, pos, neg, emb, prompts, names)
 
 

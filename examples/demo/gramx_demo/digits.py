@@ -58,7 +58,7 @@ class DigitsResult:
 
 def glyph_available() -> bool:
     """Whether the glyph example plugin is installed and registered its modality."""
-    from gramx.plugins import available_modalities
+    from gramx.plugins.host import available_modalities
 
     return importlib.util.find_spec("gramx_glyph") is not None and "glyph" in available_modalities()
 
@@ -163,16 +163,17 @@ def run_digits(opts: DigitsOptions, timings: Timings) -> DigitsResult:
     result = DigitsResult(names, train_rows, test_rows, steps_per_epoch * opts.epochs)
     say(f"digits: {train_rows} training and {test_rows} test tuples of {', '.join(names)}"
         + ("" if glyph else " (install examples/glyph_plugin to add handwritten glyphs)"))
-    from gramx.config import parse_config
-    from gramx.model import load_model
-    from gramx.objective import describe_loss
+    from gramx.train.config import parse_config
+    from gramx.model.model import load_model
+    from gramx.train.objective import describe_loss
 
     models = {}
     for i, (label, loss) in enumerate(LOSSES.items(), start=1):
         config = run_config(train, loss, opts, glyph)
         result.config = config
+        run = parse_config(config, plugins=False)
         say(f"\n[{i}/{len(LOSSES)}] training the {label} model: {result.steps} steps of {opts.batch_size} tuples "
-            f"({opts.epochs} epochs), loss = {describe_loss(parse_config(config, plugins=False).loss)}")
+            f"({opts.epochs} epochs), loss = {describe_loss(run.loss, run.loss_type)}")
         run_dir = work / "runs" / run_name(label)
         with timings(f"digits: train {label}"):
             models[label] = train_model(config, run_dir, progress=opts.progress)

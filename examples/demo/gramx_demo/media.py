@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-from gramx.progress import progress as progress_report
+from gramx.embed import embed_manifest, embed_values
+from gramx.runtime.progress import progress as progress_report
 from gramx_demo.clips import ClipSpec, extract_audio, write_clip, write_srt
 from gramx_demo.common import (
     LOSSES,
@@ -78,11 +79,11 @@ def media_config(train: Path, loss: dict, epochs: int, seed: int) -> dict:
 
 def search(model, emb, query: str, k: int = 5) -> list[list]:
     """Rank the clips of ``emb`` for a text query by the volume of (query, video, audio, subtitles)."""
-    from gramx.volume import volume_matrix
+    from gramx.scores.volume import volume_matrix
 
     others = [n for n in ("video", "audio", "subtitles") if n in emb.feats]
     rows = torch.stack([emb.masks[n] for n in others]).all(dim=0).nonzero().squeeze(1)
-    q = model.embed_values("text", [query])
+    q = embed_values(model, "text", [query])
     tuples = torch.stack([emb.feats[n][rows] for n in others], dim=1)
     volumes = volume_matrix(q, tuples)[0]
     order = volumes.argsort()[:k]
@@ -96,8 +97,8 @@ def search(model, emb, query: str, k: int = 5) -> list[list]:
 
 def run_media(out: Path, data: Path, timings: Timings, clips: int = 200, queries=("seven", "two"),
               quick: bool = False, seed: int = 0, progress: bool = True) -> dict:
-    from gramx.evaluate import evaluate
-    from gramx.model import load_model
+    from gramx.evaluate.report import evaluate
+    from gramx.model.model import load_model
 
     work = out / "work" / "media"
     clips = min(clips, 60) if quick else clips
@@ -120,7 +121,7 @@ def run_media(out: Path, data: Path, timings: Timings, clips: int = 200, queries
                                progress=progress)
         with timings(f"media: embed + search {label}"):
             model = load_model(path)
-            emb = model.embed_manifest(manifests["test"])
+            emb = embed_manifest(model, manifests["test"])
             report = evaluate(model, emb, classes=list(WORDS), template="the digit {}")
             results[label] = (model, emb, report)
     table_rows = []

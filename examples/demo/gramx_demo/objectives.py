@@ -74,8 +74,8 @@ def _value(report: dict, kind: str, key: str) -> float:
 
 def _train(run_file: Path, overrides: list[str], out: Path, progress: bool) -> tuple[Path, Path | None, object]:
     """Train a run file with overrides into ``out`` (validation left to the caller): ``(model, val, config)``."""
-    from gramx.config import load_config
-    from gramx.train import train
+    from gramx.train.config import load_config
+    from gramx.train.loop import train
 
     config = load_config(run_file, [*overrides, f"output.dir={out}", "device=cpu", "logging.tensorboard=false",
                                     f"logging.progress={str(progress).lower()}"])
@@ -95,8 +95,8 @@ def run_one(task: str, objective: str, seed: int, work: Path, base: Path | None,
 
     ``budget``: overrides that shorten the run (tests), e.g. ``("optim.epochs=1",)``.
     """
-    from gramx.evaluate import evaluate
-    from gramx.model import load_model
+    from gramx.evaluate.report import evaluate
+    from gramx.model.model import load_model
 
     run_file, fine_tune = TASKS[task]
     overrides = [*OBJECTIVES[objective], f"optim.seed={seed}", f"init={base}" if fine_tune else "init=null", *budget]

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gramx.atomic import Artefact, atomic_directory, check_output
+from gramx.files.atomic import Artefact, atomic_directory, check_output
 from gramx.errors import GramxError
-from gramx.evaluate import read_classes
+from gramx.evaluate.report import read_classes
 from gramx_demo.common import EXAMPLES, Timings, default_data_dir, format_table, say
 
 __all__ = ["REPORT", "run_demo"]

@@ -28,8 +28,8 @@ def shapes_config(train: Path, loss: dict, epochs: int, seed: int) -> dict:
 
 
 def run_shapes(out: Path, timings: Timings, quick: bool = False, seed: int = 0, progress: bool = True) -> dict:
-    from gramx.evaluate import evaluate, read_classes
-    from gramx.model import load_model
+    from gramx.evaluate.report import evaluate, read_classes
+    from gramx.model.model import load_model
     from gramx_pointcloud.shapes import generate
 
     work = out / "work" / "shapes"

@@ -22,7 +22,7 @@ RECORDING = DATA / "audio" / "0_nicolas_24.flac"
 
 
 def test_demo_command_is_registered():
-    from gramx.cli import build_parser
+    from gramx.cli.app import build_parser
 
     args = build_parser().parse_args(["demo", "--quick", "-o", "somewhere"])
     assert args.quick and args.stage == ("digits", "objectives") and callable(args.func)
@@ -39,6 +39,7 @@ def test_class_prompt_labels_never_overlap():
     assert np.linalg.norm(placed[-1] - anchors[-1]) < 0.5  # a label with room stays by its star
 
 
+@pytest.mark.slow
 def test_the_demo_refuses_a_report_folder_it_did_not_make(tmp_path):
     taken = tmp_path / "mine"
     taken.mkdir()

@@ -15,13 +15,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from gramx.atomic import check_output
-from gramx.config import HeadConfig
+from gramx.files.atomic import check_output
+from gramx.model.schema import HeadConfig
 from gramx.errors import ConfigError, PluginError
-from gramx.model import GramxModel
-from gramx.model_dir import MODEL_DIR, ModelConfig, SavedModality, saved_plugin
-from gramx.plugins import get_host
-from gramx.validation import validate
+from gramx.model.model import GramxModel
+from gramx.model.directory import MODEL_DIR
+from gramx.model.model import saved_plugin
+from gramx.model.schema import ModelConfig, SavedModality
+from gramx.plugins.host import get_host
+from gramx.files.validation import validate
 from gramx.version import __version__
 from gramx_hf.towers import ARCHITECTURES, feature_dim, two_tower
 

@@ -25,7 +25,7 @@ def _layer_names(module: nn.Module, shown: int = 8) -> str:
 
 
 def add_lora(modality: str, encoder: nn.Module, lora: Any) -> nn.Module:
-    """Add LoRA adapters (``lora``: a :class:`gramx.config.LoraConfig`) to ``encoder``'s pretrained weights, in place."""
+    """Add LoRA adapters (``lora``: a :class:`gramx.train.config.LoraConfig`) to ``encoder``'s pretrained weights, in place."""
     from peft import LoraConfig, inject_adapter_in_model
 
     declared = getattr(encoder, "pretrained_weights", None) or {}

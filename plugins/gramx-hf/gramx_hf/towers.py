@@ -121,7 +121,7 @@ class TowerEncoder(nn.Module):
     """One tower of a two-tower model: a batch -> ``get_<tower>_features(batch)``, the checkpoint's embedding.
 
     The other tower's modules are dropped. ``pretrained_weights`` names the folder, so a
-    frozen tower is stored by reference (see :mod:`gramx.pretrained`) and can get LoRA
+    frozen tower is stored by reference (see :mod:`gramx.model.pretrained`) and can get LoRA
     adapters. Text batches are token dicts, image batches ``[B, 3, H, W]`` pixel values,
     audio batches the feature extractor's dict (``input_features``, ``is_longer``).
     """

@@ -10,8 +10,9 @@ import torch
 import yaml
 
 from gramx.cli import main
-from gramx.model import load_model
+from gramx.model.model import load_model
 from gramx_hf.testing import TINY_MODELS
+from gramx.embed import embed_values
 
 VALUES = ("texts", "images", "sounds")
 
@@ -37,7 +38,7 @@ def _tensor_bytes(state: dict, prefixes: tuple[str, ...]) -> int:
 def _embeddings(model, media) -> dict[str, torch.Tensor]:
     values = {"text": media["texts"], "image": media["images"], "audio": media["sounds"]}
     with torch.no_grad():
-        return {name: model.embed_values(name, values[name]) for name in model.names if name in values}
+        return {name: embed_values(model, name, values[name]) for name in model.names if name in values}
 
 
 def _write(path: Path, data: dict) -> Path:

@@ -14,12 +14,13 @@ from safetensors.torch import load_file
 
 from gramx.cli import main
 from gramx.errors import ConfigError, GramxError
-from gramx.model import load_model
-from gramx.pretrained import folder_digest
+from gramx.model.model import load_model
+from gramx.model.pretrained import folder_digest
 from gramx_hf import import_space
 from gramx_hf.towers import ARCHITECTURES as TWO_TOWERS
 from gramx_hf.testing import TINY_MODELS
 from gramx_hf.towers import load_pretrained
+from gramx.embed import embed_values
 
 TOLERANCE = 1e-5
 ARCHITECTURES = sorted(TINY_MODELS)
@@ -53,7 +54,7 @@ def test_embeddings_equal_the_checkpoints_feature_functions(architecture, checkp
     values = {"text": media["texts"], "image": media["images"], "audio": media["sounds"]}
     for name in towers:
         with torch.no_grad():
-            ours = model.embed_values(name, values[name])
+            ours = embed_values(model, name, values[name])
         theirs = reference(folder, name, values[name], model.modality_configs["text"].max_length)
         assert ours.shape == theirs.shape == (4, model.dim)
         assert (ours - theirs).abs().max().item() <= TOLERANCE, name
@@ -85,9 +86,9 @@ def test_a_shared_copy_loads_without_the_checkpoint_folder(checkpoints, media, t
     folder = shutil.copytree(checkpoints["CLIPModel"], tmp_path / "clip")
     model_dir = import_space(folder, tmp_path / "model")
     shared = import_space(folder, tmp_path / "shared", self_contained=True)
-    before = load_model(model_dir).embed_values("image", media["images"])
+    before = embed_values(load_model(model_dir), "image", media["images"])
     shutil.rmtree(folder)
-    assert torch.equal(load_model(shared).embed_values("image", media["images"]), before)
+    assert torch.equal(embed_values(load_model(shared), "image", media["images"]), before)
     with pytest.raises(GramxError, match="which is missing"):
         load_model(model_dir)
 

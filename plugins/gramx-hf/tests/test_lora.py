@@ -6,11 +6,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from gramx.config import parse_config
+from gramx.train.config import parse_config
 from gramx.errors import ConfigError
-from gramx.model import GramxModel, load_model
-from gramx.train import train
+from gramx.model.model import load_model
+from gramx.train.config import build_model
+from gramx.train.loop import train
 from gramx_hf import tower_options
+from gramx.embed import embed_values
 
 #: architecture -> (the tower that gets adapters, the one left frozen)
 TUNED = {"CLIPModel": ("text", "image"), "SiglipModel": ("image", "text"), "ClapModel": ("audio", "text")}
@@ -36,7 +38,7 @@ def test_lora_tunes_one_tower_of_an_imported_space(architecture, checkpoints, im
     entries[tuned]["lora"] = {"r": 2, "alpha": 4}
     start = load_model(imported[architecture])
     run = _run(tmp_path, entries, media["manifest"], start.dim)
-    model = GramxModel.from_run_config(run)
+    model = build_model(run)
     trainable = [name for name, p in model.named_parameters() if p.requires_grad]
     assert trainable and all(f"encoders.{tuned}." in n and ".lora_" in n for n in trainable)
 
@@ -52,8 +54,8 @@ def test_lora_tunes_one_tower_of_an_imported_space(architecture, checkpoints, im
     trained = load_model(model_dir)
     values = {"text": media["texts"], "image": media["images"], "audio": media["sounds"]}
     with torch.no_grad():
-        assert torch.equal(trained.embed_values(frozen, values[frozen]), start.embed_values(frozen, values[frozen]))
-        moved = (trained.embed_values(tuned, values[tuned]) - start.embed_values(tuned, values[tuned])).abs().max()
+        assert torch.equal(embed_values(trained, frozen, values[frozen]), embed_values(start, frozen, values[frozen]))
+        moved = (embed_values(trained, tuned, values[tuned]) - embed_values(start, tuned, values[tuned])).abs().max()
     assert moved > 1e-4  # the adapters learned something
     assert _equal_states(trained, load_model(trained.save_pretrained(tmp_path / "again")))
 
@@ -88,7 +90,7 @@ def test_lora_on_the_hf_encoders_the_plugins_accept(tmp_path):
     }
     for entry in modalities.values():
         entry["lora"] = {"r": 2}
-    model = GramxModel.from_run_config(_run(tmp_path, modalities, tmp_path / "unused.jsonl", 8))
+    model = build_model(_run(tmp_path, modalities, tmp_path / "unused.jsonl", 8))
     for name in modalities:
         encoder = dict(model.encoders[name].named_parameters())
         tuned = sorted(n for n, p in encoder.items() if p.requires_grad)
@@ -107,8 +109,8 @@ def test_lora_on_the_hf_encoders_the_plugins_accept(tmp_path):
 def test_lora_errors_say_what_to_do(tmp_path):
     cnn = {"image": {"options": {"size": 32}, "lora": {}}, "text": {"options": {"freeze": True}}}
     with pytest.raises(ConfigError, match="LoRA adapts pretrained weights, and its encoder has none"):
-        GramxModel.from_run_config(_run(tmp_path, cnn, tmp_path / "unused.jsonl", 8))
+        build_model(_run(tmp_path, cnn, tmp_path / "unused.jsonl", 8))
     wrong = {"image": {"options": {"size": 32}}, "text": {"options": {"freeze": True}, "lora": {"target_modules": ["qq"]}}}
     with pytest.raises(ConfigError, match=r"no layer of its pretrained weights matches lora.target_modules \['qq'\]") as err:
-        GramxModel.from_run_config(_run(tmp_path, wrong, tmp_path / "unused.jsonl", 8))
+        build_model(_run(tmp_path, wrong, tmp_path / "unused.jsonl", 8))
     assert "query" in err.value.hint and "value" in err.value.hint

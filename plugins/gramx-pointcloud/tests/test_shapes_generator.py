@@ -11,7 +11,8 @@ import open3d as o3d
 import pytest
 from PIL import Image
 
-from gramx.data import ManifestDataset, read_manifest
+from gramx.data.loading import ManifestDataset
+from gramx.data.manifest import read_manifest
 from gramx.testing import check_modality
 from gramx_pointcloud import POINTCLOUD, PointCloudConfig
 from gramx_pointcloud.shapes import CLASSES, Shape, caption, generate, main, make_shape, render_depth

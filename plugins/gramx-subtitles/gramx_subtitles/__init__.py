@@ -26,7 +26,7 @@ from typing import Any
 import pydantic
 
 import gramx
-from gramx.modality import resolve_path
+from gramx.plugins.modality import resolve_path
 from gramx_subtitles.parse import Cue, clean_cue_text, cues_in_window, read_cues, window_text
 from gramx_text.encoder import TextEncoderConfig, build_text_encoder, collate_texts
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import gramx
-from gramx.cli import main as gramx_main
+from gramx.cli.app import main as gramx_main
 from gramx.testing import check_modality, fresh_host, run_in_host
 from gramx_subtitles import SUBTITLES, SubtitlesConfig, clean_cue_text, load_subtitles, read_cues
 from gramx_text.encoder import build_text_encoder, collate_texts
@@ -301,7 +301,8 @@ def test_gramx_plugins_check_needs_no_arguments(capsys):
 
 def test_a_manifest_with_text_and_windowed_subtitles_batches(files, tmp_path):
     """Through the core's manifest dataset: relative `#t=` paths resolve, missing rows are masked."""
-    from gramx.data import Collator, ManifestDataset, read_manifest
+    from gramx.data.loading import Collator, ManifestDataset
+    from gramx.data.manifest import read_manifest
     from gramx_text import TEXT, TextConfig
 
     rows = [
@@ -329,7 +330,8 @@ def test_a_manifest_with_text_and_windowed_subtitles_batches(files, tmp_path):
 
 def test_relative_paths_inside_mapping_values_resolve_against_the_manifest(files, tmp_path, monkeypatch):
     """`{"path": "data/a.srt", "start": 1}` loads like the string form, wherever the process runs."""
-    from gramx.data import ManifestDataset, read_manifest
+    from gramx.data.loading import ManifestDataset
+    from gramx.data.manifest import read_manifest
 
     folder = tmp_path / "set"
     (folder / "data").mkdir(parents=True)
@@ -356,6 +358,7 @@ def test_runs_through_the_host(tmp_path):
         assert host.provider("text").distribution == "gramx-text" and host.get_modality("subtitles") is SUBTITLES
 
 
+@pytest.mark.slow
 def test_gramx_plugins_list_shows_text_and_subtitles():
     script = Path(sys.executable).with_name("gramx")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "gramx"]

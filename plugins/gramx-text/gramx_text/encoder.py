@@ -25,7 +25,7 @@ import pydantic
 import torch
 from torch import nn
 
-from gramx.config_files import NameOrPath
+from gramx.files.config_files import NameOrPath
 from gramx.errors import ConfigError, PluginError
 
 __all__ = [

@@ -203,7 +203,7 @@ def test_a_model_folder_in_a_run_file_resolves_against_the_file(tmp_path, tiny_b
 
     import yaml
 
-    from gramx.config import load_config
+    from gramx.train.config import load_config
 
     folder = tmp_path / "runs"
     shutil.copytree(tiny_bert, folder / "encoders" / "bert")

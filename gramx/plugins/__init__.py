@@ -1,0 +1,1 @@
+"""What plugins provide (modalities, objectives, commands) and how gramx finds them (pluggy entry points)."""

@@ -1,0 +1,194 @@
+"""The gramx command end to end on tiny data: train, eval (table + JSON report), embed, search."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from fixture_modalities import install, run_config, subprocess_env
+from safetensors.numpy import load_file
+
+from gramx.plugins import host as plugins
+from gramx.cli import main
+
+METRICS = {"R@1", "R@5", "R@10", "MedR", "MeanR", "mAP"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One model trained with ``gramx train`` for all tests of this module."""
+    folder = tmp_path_factory.mktemp("cli")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(plugins.DISABLE_ENV, subprocess_env()[plugins.DISABLE_ENV])
+        install()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        data = run_config(folder, optim={"epochs": 3})
+        data["data"]["train"] = "train.jsonl"  # relative to the run file
+        run_file = folder / "run.yaml"
+        run_file.write_text(yaml.safe_dump(data))
+        (folder / "classes.txt").write_text("zero\none\ntwo\nthree\n")
+        assert main(["train", str(run_file), "--set", "optim.lr=0.02", "--device", "cpu"]) == 0
+        yield folder
+        torch.set_num_threads(threads)
+        plugins.reset()
+
+
+def test_train_writes_a_model(trained, capsys):
+    assert (trained / "run" / "model" / "config.json").is_file()
+    run = yaml.safe_load((trained / "run" / "run.yaml").read_text())
+    assert run["optim"]["lr"] == 0.02 and run["device"] == "cpu"
+
+
+def test_eval_json_is_the_contract_report(trained, capsys):
+    code = main(["eval", str(trained / "run" / "model"), str(trained / "val.jsonl"), "--json",
+                 "--classes", str(trained / "classes.txt"), "--template", "the digit {}"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) == {"tuples", "score", "retrieval", "nway", "nway_cosine", "zeroshot"}
+    assert report["score"] == "volume"  # the run trained the GRAM loss
+    assert report["tuples"] == 12
+    names = ["point", "text", "vector"]
+    assert set(report["retrieval"]) == {f"{a}->{b}" for a in names for b in names if a != b}
+    assert set(report["nway"]) == {"point->(text,vector)", "text->(point,vector)", "vector->(point,text)",
+                                   "(text,vector)->point", "(point,vector)->text", "(point,text)->vector"}
+    assert set(report["nway_cosine"]) == set(report["nway"])
+    for metrics in [*report["retrieval"].values(), *report["nway"].values(), *report["nway_cosine"].values()]:
+        assert set(metrics) == METRICS
+        assert 0 <= metrics["R@1"] <= metrics["R@5"] <= metrics["R@10"] <= 100 and metrics["MedR"] >= 1
+    assert set(report["zeroshot"]) == {"point", "vector"}
+    assert all(0 <= acc <= 100 for acc in report["zeroshot"].values())
+
+
+def test_evaluate_library_call_equals_cli(trained, capsys):
+    import gramx
+    from gramx.evaluate.report import evaluate
+
+    model = gramx.load_model(trained / "run" / "model")
+    report = evaluate(model, trained / "val.jsonl", classes=str(trained / "classes.txt"), template="the digit {}")
+    main(["eval", str(trained / "run" / "model"), str(trained / "val.jsonl"), "--json",
+          "--classes", str(trained / "classes.txt"), "--template", "the digit {}"])
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(report))
+
+
+def test_eval_table(trained, capsys):
+    assert main(["eval", str(trained / "run" / "model"), str(trained / "val.jsonl")]) == 0
+    out = capsys.readouterr().out
+    assert "12 tuples" in out and "vector->point" in out and "text->(point,vector)" in out
+
+
+def test_embed_then_search(trained, capsys):
+    model = str(trained / "run" / "model")
+    out = trained / "emb"
+    assert main(["embed", model, str(trained / "val.jsonl"), "-o", str(out)]) == 0
+    index = json.loads((out / "index.json").read_text())
+    assert index["tuples"] == 12 and set(index["modalities"]) == {"point", "text", "vector"}
+    vec = np.load(out / "vector.npy")
+    assert vec.shape == (12, 8) and np.allclose(np.linalg.norm(vec, axis=1), 1, atol=1e-5)
+    st = load_file(str(out / "vector.safetensors"))
+    assert np.array_equal(st["embeddings"], vec)
+    assert index["modalities"]["vector"]["ids"][0] == "r0"
+    capsys.readouterr()
+
+    # text query against single-modality candidates (cosine)
+    assert main(["search", model, "--index", str(out), "--query", "the digit two", "--modality", "vector",
+                 "-k", "3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["candidates"] == ["vector"] and len(result["results"]) == 3
+    scores = [r["cosine"] for r in result["results"]]
+    assert scores == sorted(scores, reverse=True)
+
+    # text query against (point, vector) tuples (Gram volume via VolumeIndex)
+    assert main(["search", model, "--index", str(out), "--query", "the digit two", "-k", "4", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["candidates"] == ["point", "vector"]
+    volumes = [r["volume"] for r in result["results"]]
+    assert volumes == sorted(volumes) and len(volumes) == 4
+
+    # a file query with its modality, printed as a table
+    query = trained / "vec" / "val-2.npy"
+    assert main(["search", model, "--index", str(out), "--query-file", str(query), "--query-modality", "vector",
+                 "--modality", "point", "-k", "2"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:3] == ["rank", "id", "cosine"] and len(table) == 4
+
+
+def test_errors_are_one_line_with_a_hint(trained, capsys):
+    model = str(trained / "run" / "model")
+    assert main(["search", model, "--index", str(trained / "emb"), "--query-file", "x.npy"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["gramx: error: --query-file needs --query-modality NAME (the file's modality, e.g. audio)",
+                   "hint: run with --debug for the full traceback"]
+    assert main(["eval", str(trained), str(trained / "val.jsonl")]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "not a gramx model directory" in err[0] and err[1].startswith("hint:")
+    with pytest.raises(Exception):
+        main(["eval", str(trained), str(trained / "val.jsonl"), "--debug"])
+
+
+def _leaves(parser):
+    """Every runnable sub-command parser, with its command words."""
+    import argparse
+
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not actions:
+        yield [], parser
+        return
+    for name, sub in actions[0].choices.items():
+        for words, leaf in _leaves(sub):
+            yield [name, *words], leaf
+
+
+def test_cli_conventions(capsys):
+    from gramx.cli.app import build_parser
+    from gramx.version import __version__
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"gramx {__version__}"
+    parser = build_parser()
+    help_text = parser.format_help()
+    assert "examples:" in help_text and "gramx train examples/digits.yaml" in help_text
+    leaves = list(_leaves(parser))
+    assert {"plugins list", "train", "embed", "config reference"} <= {" ".join(w) for w, _ in leaves}
+    for words, leaf in leaves:  # the errors recommend --debug: every command accepts it
+        assert "--debug" in leaf.format_help(), " ".join(words)
+    assert main(["plugins", "list", "--debug"]) == 0
+
+
+@pytest.mark.slow
+def test_plugin_commands_accept_debug_too():
+    """With the real plugins installed (a fresh process): `gramx demo` takes --debug like every command."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in subprocess_env().items() if k != plugins.DISABLE_ENV}
+    code = ("from gramx.cli.app import build_parser; p = build_parser(); "
+            "demo = p._subparsers._group_actions[0].choices['demo']; print('--debug' in demo.format_help())")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "True", out.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_progress_is_a_line_per_interval_when_not_a_terminal(tmp_path):
+    """Piped to a log, training prints plain lines (no carriage-return bar updates)."""
+    import subprocess
+    import sys
+
+    from fixture_modalities import BOOT
+
+    data = run_config(tmp_path, optim={"max_steps": 4})
+    data["logging"]["progress"] = True
+    data["data"]["val"] = None
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text(yaml.safe_dump(data))
+    env = {**subprocess_env(), "GRAMX_PROGRESS_INTERVAL": "0"}
+    proc = subprocess.run([sys.executable, "-c", BOOT, "train", str(run_file)], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "\r" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("train: ")]
+    assert [line.split()[1] for line in lines][:4] == ["1/4", "2/4", "3/4", "4/4"]
