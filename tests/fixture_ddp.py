@@ -133,3 +133,12 @@ def diverging_worker(rank: int, world: int, port: int, config_path: str, out: st
     except DivergedError as exc:
         Path(out, f"rank-{rank}.txt").write_text(str(exc))
     leave()
+
+
+def cli_worker(rank: int, world: int, port: int, argv: list[str]) -> None:
+    """One torchrun-like process running the gramx command ``argv``."""
+    from gramx.cli import main
+
+    join(rank, world, port)
+    assert main(argv) == 0
+    leave()

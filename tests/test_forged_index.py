@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import shutil
 
-import numpy as np
 import pytest
 
 from gramx.cli import main
 from gramx.errors import GramxError
-from gramx.index.store import EmbeddingIndex
+from gramx.index import EmbeddingIndex
 
 
 @pytest.fixture
@@ -63,26 +62,39 @@ def test_an_index_without_the_models_fingerprint_is_refused(made, tmp_path, caps
         EmbeddingIndex.load(copy)
 
 
+def first_format(record):
+    return {"format": "gramx-embeddings", "format_version": 1, "manifest": "/data/val.jsonl", "ids": [], "labels": []}
+
+
+def test_an_index_of_the_first_format_is_refused_with_the_command_that_rebuilds_it(made, tmp_path, capsys):
+    model, _, index = made
+    copy = edited(index, tmp_path, first_format)
+    err = refused(capsys, search(model, copy), copy / "index.json")
+    assert "first format" in err and f"gramx embed MODEL /data/val.jsonl -o {copy} --overwrite" in err
+
+
 FORGERIES = {
     "a list": lambda r: [],
-    "no ids": lambda r: {k: v for k, v in r.items() if k != "ids"},
-    "ids not a list": lambda r: r.update(ids=5),
-    "fewer ids than tuples": lambda r: r.update(ids=r["ids"][:3]),
-    "a row past the end": lambda r: r["modalities"]["vector"].update(rows=[*r["modalities"]["vector"]["rows"][:-1], 99]),
-    "a count that disagrees": lambda r: r["modalities"]["vector"].update(count=3),
-    "a modality that is a string": lambda r: r["modalities"].update(vector="vector.npy"),
-    "vectors outside the folder": lambda r: r["modalities"]["vector"].update(npy="../index/vector.npy"),
+    "no segments": lambda r: {k: v for k, v in r.items() if k != "segments"},
+    "segments not a list": lambda r: r.update(segments=5),
+    "a segment outside the folder": lambda r: r["segments"][0].update(name="../index/part-000000"),
+    "a segment listed twice": lambda r: r.update(segments=r["segments"] * 2),
+    "more rows than the segment holds": lambda r: r["segments"][0].update(rows=13),
+    "fewer rows than the segment holds": lambda r: r["segments"][0].update(rows=3),
+    "a dtype the vectors are not": lambda r: r.update(dtype="float16"),
+    "a modality without files": lambda r: r.update(modalities=[*r["modalities"], "smell"]),
     "dim a string": lambda r: r["model"].update(dim="8"),
+    "another dim": lambda r: r["model"].update(dim=16),
     "no model": lambda r: {k: v for k, v in r.items() if k != "model"},
 }
 
 
 @pytest.mark.parametrize("name", FORGERIES)
-def test_a_forged_index_json_is_an_error_naming_it(made, tmp_path, capsys, name):
+def test_a_forged_index_json_is_an_error_naming_the_index(made, tmp_path, capsys, name):
     model, _, index = made
     copy = edited(index, tmp_path, FORGERIES[name])
-    refused(capsys, search(model, copy, "--modality", "vector"), copy / "index.json")
-    with pytest.raises(GramxError, match="index.json"):
+    refused(capsys, search(model, copy, "--modality", "vector"), copy)
+    with pytest.raises(GramxError, match=str(copy)):
         EmbeddingIndex.load(copy)
 
 
@@ -94,27 +106,24 @@ def test_index_json_that_is_not_json_is_an_error_naming_it(made, tmp_path, capsy
     refused(capsys, search(model, copy), copy / "index.json")
 
 
-VECTORS = {
-    "shorter": lambda v: v[:5],
-    "longer": lambda v: np.concatenate([v, v]),
-    "another dim": lambda v: v[:, :4].copy(),
-    "float64": lambda v: v.astype(np.float64),
+FILES = {
+    "vectors cut short": ("vector.vec", lambda b: b[:-4]),
+    "vectors too long": ("vector.vec", lambda b: b + b),
+    "presence cut short": ("vector.has", lambda b: b[:-1]),
+    "the row table garbage": ("rows.sqlite", lambda b: b"SQLite format 3\x00" + b"\x01" * 100),
+    "the row table empty": ("rows.sqlite", lambda b: b""),
 }
 
 
-@pytest.mark.parametrize("name", [*VECTORS, "pickled", "garbage"])
-def test_vectors_that_disagree_with_the_record_are_refused(made, tmp_path, capsys, name):
+@pytest.mark.parametrize("name", FILES)
+def test_segment_files_that_disagree_with_the_record_are_refused(made, tmp_path, capsys, name):
     model, _, index = made
     copy = edited(index, tmp_path, lambda r: None)
-    npy = copy / "vector.npy"
-    if name == "pickled":
-        np.save(npy, np.array([{"a": 1}] * 12, dtype=object), allow_pickle=True)
-    elif name == "garbage":
-        npy.write_bytes(b"\x93NUMPY garbage")
-    else:
-        np.save(npy, VECTORS[name](np.load(npy)))
-    refused(capsys, search(model, copy, "--modality", "vector"), npy)
-    with pytest.raises(GramxError, match="vector.npy"):
+    file, change = FILES[name]
+    path = copy / "part-000000" / file
+    path.write_bytes(change(path.read_bytes()))
+    refused(capsys, search(model, copy, "--modality", "vector"), path)
+    with pytest.raises(GramxError, match=file):
         EmbeddingIndex.load(copy)
 
 
@@ -122,4 +131,4 @@ def test_the_untouched_index_is_searched(made, capsys):
     model, _, index = made
     assert main(search(model, index, "--modality", "vector", "-k", "3", "--json")) == 0
     assert len(json.loads(capsys.readouterr().out)["results"]) == 3
-    assert len(EmbeddingIndex.load(index).vectors("vector")) == 12
+    assert len(EmbeddingIndex.load(index)) == 12 and EmbeddingIndex.load(index).rows_with("vector") == 12

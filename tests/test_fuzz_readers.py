@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from gramx.data.manifest import read_manifest
 from gramx.errors import GramxError
-from gramx.index.store import EmbeddingIndex
+from gramx.index import EmbeddingIndex
 from gramx.model.model import load_model
 from gramx.data.shard_reader import read_shards
 from gramx.data.shards import check_record

@@ -87,12 +87,14 @@ class RowLoader:
         with seeded(sample_seed(self.seed, self.epoch, index, name)):
             return modality.load(value, cfg)
 
-    def __call__(self, index: int, line: int, values: Mapping[str, Any], where: Callable[[str, str], str]) -> dict:
-        """The item ``{"index", "values": {name: sample}, "error": None | (line, message)}`` of row ``index``.
+    def __call__(self, index: int, line: int, values: Mapping[str, Any], where: Callable[[str, str], str],
+                 about: Row | None = None) -> dict:
+        """The item ``{"index", "values": {name: sample}, "error": None | (line, message), "about"}`` of row ``index``.
 
         ``values`` holds the row's values (paths resolved); ``where(name, problem)`` words
-        the message of a value that fails. An item that failed also holds the failure's
-        ``"traceback"`` (``None`` for a failure known beforehand), shown with ``--debug``.
+        the message of a value that fails; ``about`` describes the row (its id, label, line
+        and the values to show for it, for an index). An item that failed also holds the
+        failure's ``"traceback"`` (``None`` for a failure known beforehand), shown with ``--debug``.
         """
         loaded: dict[str, Any] = {}
         for name in self.modalities:
@@ -109,8 +111,9 @@ class RowLoader:
                     continue
                 except Exception as exc:  # any plugin failure is reported with the line
                     problem, trace = problem_text(value, exc), format_traceback(exc)
-            return {"index": index, "values": {}, "error": (line, where(name, problem)), "traceback": trace}
-        return {"index": index, "values": loaded, "error": None}
+            return {"index": index, "values": {}, "error": (line, where(name, problem)), "traceback": trace,
+                    "about": about}
+        return {"index": index, "values": loaded, "error": None, "about": about}
 
 
 class ManifestDataset(Dataset):
@@ -143,14 +146,16 @@ class ManifestDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         row = self.manifest.rows[index]
         values = {name: self.value(row, name) for name in self.modalities}
-        return self.loader(index, row.line, values, lambda name, problem: self.manifest.row_error(row, name, problem))
+        about = Row(row.line, row.id, row.label, {n: v for n, v in values.items() if v is not None})
+        return self.loader(index, row.line, values, lambda name, problem: self.manifest.row_error(row, name, problem),
+                           about)
 
 
 class Collator:
     """Collates dataset items per modality, with presence masks.
 
     A batch is ``{"inputs": {name: batch or None}, "masks": {name: bool[B]}, "index":
-    long[B], "errors": [(line, message)], "tracebacks": [str or None]}``; each modality's batch
+    long[B], "about": [Row or None], "errors": [(line, message)], "tracebacks": [str or None]}``; each modality's batch
     holds only its present samples (in row order). Items that failed to load leave the batch
     and are listed in ``errors`` (:func:`item_errors`). Modalities in ``passthrough`` are
     collated as plain lists of values; for modalities in ``preloaded`` (``name ->
@@ -184,7 +189,8 @@ class Collator:
             else:
                 inputs[name] = modality.make_batch(present, cfg)
         index = torch.tensor([item["index"] for item in items], dtype=torch.long)
-        return {"inputs": inputs, "masks": masks, "index": index, **errors}
+        return {"inputs": inputs, "masks": masks, "index": index, "about": [item.get("about") for item in items],
+                **errors}
 
 
 def item_errors(items: Iterable[dict]) -> dict[str, list]:

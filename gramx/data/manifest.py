@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import csv
 import difflib
-import io
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gramx.errors import GramxError
 
-__all__ = ["DataError", "SKIP_HINT", "Row", "Manifest", "read_manifest", "check_columns"]
+__all__ = ["DataError", "SKIP_HINT", "Row", "Manifest", "manifest_path", "iter_rows", "read_manifest", "check_columns"]
 
 
 RESERVED = ("id", "label")
@@ -107,49 +106,63 @@ def _row(path: Path, line: int, record: Any) -> Row:
                label=label if label != "" else None, values=values)
 
 
-def _read_csv(path: Path, f: Iterable[str]) -> list[Row]:
-    reader = csv.DictReader(f)
+def _csv_rows(path: Path, lines: Iterable[str]) -> Iterator[Row]:
+    reader = csv.DictReader(lines)
     if reader.fieldnames is None:
         raise DataError(f"{path}: empty CSV manifest (it needs a header row)")
     repeated = sorted({name for name in reader.fieldnames if reader.fieldnames.count(name) > 1})
     if repeated:
         raise DataError(f"{path} line 1: the header names the column {repeated[0]!r} twice",
                         hint="give each column of the header its own name")
-    rows = []
     for record in reader:
         if None in record:
             raise DataError(f"{path} line {reader.line_num}: more cells than header columns")
         label = record.get("label")
         if isinstance(label, str) and _INT.match(label.strip()):
             record["label"] = int(label)
-        rows.append(_row(path, reader.line_num, record))
-    return rows
+        yield _row(path, reader.line_num, record)
 
 
-def _read_jsonl(path: Path, f: Iterable[str]) -> list[Row]:
-    rows = []
-    for line, text in enumerate(f, start=1):
+def _jsonl_rows(path: Path, lines: Iterable[str]) -> Iterator[Row]:
+    for line, text in enumerate(lines, start=1):
         if not text.strip():
             continue
         try:
             record = json.loads(text)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path} line {line}: invalid JSON ({exc.msg})") from None
-        rows.append(_row(path, line, record))
-    return rows
+        yield _row(path, line, record)
 
 
-def _text(path: Path) -> str:
-    """A manifest's text: UTF-8, with or without a byte-order mark; bad bytes are an error naming their line."""
+def _lines(path: Path) -> Iterator[str]:
+    """A manifest's lines, read as they are used: UTF-8 (the first may start with a BOM); bad bytes name their line."""
     try:
-        data = path.read_bytes()
+        f = path.open("rb")
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror}") from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise DataError(f"{path} line {line}: not UTF-8 text", hint="save the manifest as UTF-8") from None
+    with f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError:
+                raise DataError(f"{path} line {number}: not UTF-8 text", hint="save the manifest as UTF-8") from None
+
+
+def manifest_path(path: str | Path) -> Path:
+    """``path`` resolved, checked to be a manifest file of a known format (JSONL or CSV)."""
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise DataError(f"manifest not found: {path}", hint="check data.train / data.val or the MANIFEST argument")
+    if path.suffix.lower() not in (".csv", ".jsonl", ".json", ".ndjson"):
+        raise DataError(f"{path}: unknown manifest format {path.suffix.lower()!r}", hint="use .jsonl or .csv")
+    return path
+
+
+def iter_rows(path: str | Path) -> Iterator[Row]:
+    """The rows of a manifest, read one line at a time (a corpus of any size in bounded memory)."""
+    path = manifest_path(path)
+    lines = _lines(path)
+    yield from _csv_rows(path, lines) if path.suffix.lower() == ".csv" else _jsonl_rows(path, lines)
 
 
 def read_manifest(path: str | Path) -> Manifest:
@@ -157,14 +170,8 @@ def read_manifest(path: str | Path) -> Manifest:
 
     A manifest without rows is an error.
     """
-    path = Path(path).expanduser().resolve()
-    if not path.is_file():
-        raise DataError(f"manifest not found: {path}", hint="check data.train / data.val or the MANIFEST argument")
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".jsonl", ".json", ".ndjson"):
-        raise DataError(f"{path}: unknown manifest format {suffix!r}", hint="use .jsonl or .csv")
-    text = io.StringIO(_text(path), newline="")
-    rows = _read_csv(path, text) if suffix == ".csv" else _read_jsonl(path, text)
+    path = manifest_path(path)
+    rows = list(iter_rows(path))
     if not rows:
         raise DataError(f"{path}: the manifest has no rows", hint="a manifest holds one tuple per line")
     columns = sorted({name for r in rows for name in r.values})

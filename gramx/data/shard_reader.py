@@ -38,7 +38,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from webdataset.shardlists import expand_urls
 
 from gramx.data.loading import RowLoader
-from gramx.data.manifest import DataError, check_columns
+from gramx.data.manifest import DataError, Row, check_columns
 from gramx.data.shards import ENTRY, REWRITE_HINT, SHARDS, VALUE_ENTRY, RowRecord, check_record, read_regular
 from gramx.files.validation import format_validation_error
 
@@ -322,7 +322,10 @@ class ShardStream(IterableDataset):
                     problem = problem.replace(path, entry)
                 return f"{row.record.source} line {row.record.line} ({name}): {problem}"
 
-            return self.loader(flat, row.record.line, values, where)
+            shown = {name: files.get(value, value) if isinstance(value, str) else value  # a file by its shard:entry
+                     for name, value in values.items()}
+            about = Row(row.record.line, row.record.id, row.record.label, shown)
+            return self.loader(flat, row.record.line, values, where, about)
         finally:
             for path in files:
                 os.unlink(path)

@@ -22,7 +22,7 @@ from gramx.runtime.progress import progress as progress_report
 from gramx.data.unique import iter_unique
 from gramx.model.model import GramxModel
 
-__all__ = ["Embeddings", "encode_unique", "embed_values", "embed_manifest"]
+__all__ = ["Embeddings", "encode_unique", "evaluating", "embed_values", "embed_manifest"]
 
 
 @dataclass
@@ -72,7 +72,7 @@ def encode_unique(
     return index, table, failed
 
 
-class _evaluating:
+class evaluating:
     """Context manager: the model in eval mode inside, its previous mode restored after."""
 
     def __init__(self, model: torch.nn.Module):
@@ -100,7 +100,7 @@ def embed_values(model: GramxModel, name: str, values: Sequence[Any], batch_size
     modality = model.modalities[name]
     root = Path(base or ".").expanduser().resolve()
     resolved = [modality.resolve_value(v, root) for v in values]
-    with _evaluating(model):
+    with evaluating(model):
         index, table, failed = encode_unique(resolved, modality, model.modality_configs[name],
                                              lambda batch: model.embed(name, batch), batch_size=batch_size,
                                              device=model.device)
@@ -135,7 +135,7 @@ def embed_manifest(
     rows = manifest.rows
     bad: dict[int, str] = {}
     feats, masks = {}, {}
-    with _evaluating(model):
+    with evaluating(model):
         for name in progress_report(names, desc="embed", unit="modality", leave=False, disable=not progress):
             values = [resolver.value(r, name) for r in rows]
             index, table, failed = encode_unique(

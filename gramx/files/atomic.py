@@ -24,7 +24,7 @@ from pathlib import Path
 
 from gramx.errors import GramxError
 
-__all__ = ["Artefact", "OutputExists", "check_output", "remove", "apply_umask", "atomic_directory"]
+__all__ = ["Artefact", "OutputExists", "check_output", "remove", "apply_umask", "atomic_directory", "move_into_place"]
 
 log = logging.getLogger("gramx")
 
@@ -140,22 +140,31 @@ class atomic_directory:
         if exc_type is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return
-        for f in self.tmp.rglob("*"):  # flush file contents before the rename
-            if f.is_file():
-                with f.open("rb") as fh:
-                    os.fsync(fh.fileno())
-        apply_umask(self.tmp)
-        try:
-            replaces = check_output(self.path, self.kind, self.overwrite)
-        except OutputExists:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            raise
-        old = None
-        if replaces:
-            if self.path.is_dir() and any(self.path.iterdir()):
-                log.warning("gramx: replacing %s with a new %s", self.path, self.kind.name)
-            old = self.path.parent / f".{self.path.name}.old-{os.getpid()}"
-            os.replace(self.path, old)
-        os.replace(self.tmp, self.path)
-        if old is not None:
-            remove(old)
+        move_into_place(self.tmp, self.path, self.kind, self.overwrite)
+
+
+def move_into_place(tmp: Path, path: Path, kind: Artefact, overwrite: bool = False) -> None:
+    """Move the finished folder ``tmp`` (a sibling of ``path``) to ``path``: flushed, umask applied, checked again.
+
+    A ``kind`` folder at ``path`` is replaced, with a notice; anything else only with
+    ``overwrite``, else ``tmp`` is removed and :class:`OutputExists` raised.
+    """
+    for f in tmp.rglob("*"):  # flush file contents before the rename
+        if f.is_file():
+            with f.open("rb") as fh:
+                os.fsync(fh.fileno())
+    apply_umask(tmp)
+    try:
+        replaces = check_output(path, kind, overwrite)
+    except OutputExists:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if replaces:
+        if path.is_dir() and any(path.iterdir()):
+            log.warning("gramx: replacing %s with a new %s", path, kind.name)
+        old = path.parent / f".{path.name}.old-{os.getpid()}"
+        os.replace(path, old)
+    os.replace(tmp, path)
+    if old is not None:
+        remove(old)

@@ -1,5 +1,6 @@
-"""Embedding indexes: what ``gramx embed`` writes and ``gramx search`` reads."""
+"""Embedding indexes: written in batches by ``gramx embed``, searched in chunks by ``gramx search`` and the server."""
 
-from gramx.index.store import EmbeddingIndex, Hit, save_embeddings
+from gramx.index.reader import EmbeddingIndex, Hit
+from gramx.index.writer import IndexWriter
 
-__all__ = ["EmbeddingIndex", "Hit", "save_embeddings"]
+__all__ = ["EmbeddingIndex", "Hit", "IndexWriter"]

@@ -28,6 +28,7 @@ from gramx.files.validation import validate
 from gramx.model.allocation import AllocationBudget
 from gramx.model.directory import (
     CONFIG_NAME,
+    fingerprint,
     read_model_config,
     read_weights,
     save_model_dir,
@@ -87,6 +88,7 @@ class GramxModel(nn.Module):
         self.config = config = config.model_copy(deep=True)
         self.dim = config.dim
         self.source: Path | None = None  # the model directory it was loaded from or saved to
+        self._fingerprints: dict[Path, str] = {}
         self.modalities: dict[str, Modality] = {}
         self.modality_configs: dict[str, BaseModel] = {}
         self.encoders = nn.ModuleDict()
@@ -158,6 +160,15 @@ class GramxModel(nn.Module):
         return list(self.encoders)
 
     @property
+    def fingerprint(self) -> str | None:
+        """The fingerprint of :attr:`source` (:func:`gramx.model.directory.fingerprint`), computed once; None unsaved."""
+        if self.source is None:
+            return None
+        if self.source not in self._fingerprints:
+            self._fingerprints[self.source] = fingerprint(self.source)
+        return self._fingerprints[self.source]
+
+    @property
     def score(self) -> str:
         """The similarity the model was trained with (a key of :data:`gramx.scores.similarity.SCORES`)."""
         return self.config.score
@@ -207,14 +218,14 @@ class GramxModel(nn.Module):
         masks: Mapping[str, torch.Tensor],
         cached: Mapping[str, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Embed a collated tuple batch: ``{name: [B, dim]}`` with zero rows where absent.
+        """Embed a collated tuple batch: ``{name: [B, dim]}`` for the batch's modalities (``masks``' keys).
 
-        ``inputs[name]`` holds only the present samples (see :class:`gramx.data.loading.Collator`);
-        ``cached[name]`` may give their encoder features instead.
+        Rows where a modality is absent are zeros. ``inputs[name]`` holds only the present
+        samples (see :class:`gramx.data.loading.Collator`); ``cached[name]`` may give their
+        encoder features instead.
         """
         out = {}
-        for name in self.encoders:
-            mask = masks[name]
+        for name, mask in masks.items():
             size = mask.shape[0]
             present = mask.nonzero().squeeze(1)
             if cached is not None and name in cached:
@@ -265,16 +276,18 @@ class GramxModel(nn.Module):
         self.config = self.config.model_copy(update=updates)
         config, state, copies = self._stored(path, self_contained)
         self.source = save_model_dir(path, config, state, copies, overwrite).resolve()
+        self._fingerprints.pop(self.source, None)  # new weights there
         return path
 
-    def load_weights(self, path: str | Path) -> None:
+    def load_weights(self, path: str | Path, saved: ModelConfig | None = None) -> None:
         """Load the weights of a model directory (or checkpoint) saved from this configuration.
 
         Every key must be there except the frozen pretrained weights its references cover,
         which the encoders already loaded from the checked folders. The weights of saved
         modalities this model leaves out (see :meth:`from_pretrained`) are not read.
+        ``saved``: the directory's ``config.json`` when the caller has read it already.
         """
-        saved = read_model_config(path).modalities
+        saved = (saved or read_model_config(path)).modalities
         referenced = set()
         for name, tracker in self.pretrained.items():
             refs = saved[name].pretrained if name in saved else []
@@ -295,7 +308,8 @@ class GramxModel(nn.Module):
         ``modalities``: build and load only these (their plugins alone need to be installed);
         their embeddings are exactly those of the whole model.
         """
-        config = read_model_config(path)
+        saved = read_model_config(path)
+        config = saved.model_copy(deep=True)
         if modalities is not None:
             config.modalities = {name: config.modalities[name] for name in _known(modalities, config, path)}
         for name, spec in config.modalities.items():
@@ -304,7 +318,7 @@ class GramxModel(nn.Module):
             model = cls(config)
         except (ConfigError, PluginError) as exc:  # a problem of its config.json, or of what it asks for
             raise type(exc)(f"{Path(path) / CONFIG_NAME}: {exc}", exc.hint) from None
-        model.load_weights(path)
+        model.load_weights(path, saved)
         model.source = Path(path).resolve()
         if device is not None:
             model.to(resolve_device(str(device)))

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import datetime
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,8 @@ __all__ = [
     "DistContext",
     "init_distributed",
     "cleanup",
+    "processes",
+    "share",
     "gather_features",
     "all_gather_object",
     "barrier",
@@ -101,6 +104,25 @@ def cleanup() -> None:
     """Leave the process group (if any)."""
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextmanager
+def processes(device: str = "auto") -> Iterator[DistContext]:
+    """:func:`init_distributed` for the block; the process group is left at its end if the block made it."""
+    started = dist.is_available() and dist.is_initialized()
+    ctx = init_distributed(device)
+    try:
+        yield ctx
+    finally:
+        if not started:
+            cleanup()
+
+
+def share(count: int, ctx: DistContext) -> tuple[int, int]:
+    """This process's contiguous part ``[first, stop)`` of ``count`` items (the first parts one larger)."""
+    base, extra = divmod(count, ctx.world_size)
+    first = ctx.rank * base + min(ctx.rank, extra)
+    return first, first + base + (ctx.rank < extra)
 
 
 def barrier() -> None:

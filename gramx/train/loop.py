@@ -381,13 +381,8 @@ def train(config: RunConfig, resume: bool | str | None = None, device: str | Non
     """
     if device is not None:
         config = config.model_copy(update={"device": device})
-    started = gdist.dist.is_available() and gdist.dist.is_initialized()
-    ctx = gdist.init_distributed(config.device)
-    try:
+    with gdist.processes(config.device) as ctx:
         mode = config.output.resume if resume is None else {True: "required", False: "off"}.get(resume, resume)
         trainer = Trainer(config, ctx, resume=mode, build_model=build_model, overwrite=overwrite)
         trainer.setup()
         return trainer.run()
-    finally:
-        if not started:
-            gdist.cleanup()

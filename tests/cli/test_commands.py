@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
+from unittest.mock import ANY
 
-import numpy as np
 import pytest
 import torch
 import yaml
 from fixture_modalities import install, run_config, subprocess_env
-from safetensors.numpy import load_file
 
 from gramx.plugins import host as plugins
 from gramx.cli import main
+from gramx.index import EmbeddingIndex
 
 METRICS = {"R@1", "R@5", "R@10", "MedR", "MeanR", "mAP"}
 
@@ -84,13 +84,11 @@ def test_embed_then_search(trained, capsys):
     model = str(trained / "run" / "model")
     out = trained / "emb"
     assert main(["embed", model, str(trained / "val.jsonl"), "-o", str(out)]) == 0
-    index = json.loads((out / "index.json").read_text())
-    assert index["tuples"] == 12 and set(index["modalities"]) == {"point", "text", "vector"}
-    vec = np.load(out / "vector.npy")
-    assert vec.shape == (12, 8) and np.allclose(np.linalg.norm(vec, axis=1), 1, atol=1e-5)
-    st = load_file(str(out / "vector.safetensors"))
-    assert np.array_equal(st["embeddings"], vec)
-    assert index["modalities"]["vector"]["ids"][0] == "r0"
+    index = EmbeddingIndex.load(out)
+    assert len(index) == 12 and set(index.modalities) == {"point", "text", "vector"}
+    vec, present = index.segments[0].read("vector", 0, 12)
+    assert present.all() and torch.allclose(vec.norm(dim=1), torch.ones(12), atol=1e-5)
+    assert index.find("r0") == (0, {"vector": str(trained / "vec" / "val-0.npy"), "point": ANY, "text": ANY})
     capsys.readouterr()
 
     # text query against single-modality candidates (cosine)

@@ -136,7 +136,8 @@ def test_written_files_follow_the_umask(trained, tmp_path, fixture_plugins):
         os.umask(previous)
     for root in (tmp_path / "index", tmp_path / "model"):
         assert stat.S_IMODE(root.stat().st_mode) == 0o755
-        assert {stat.S_IMODE(p.stat().st_mode) for p in root.iterdir()} == {0o644}
+        for entry in root.rglob("*"):
+            assert stat.S_IMODE(entry.stat().st_mode) == (0o755 if entry.is_dir() else 0o644), entry
 
 
 def test_search_refuses_an_index_made_by_another_model(trained, tmp_path, fixture_plugins, capsys):
