@@ -213,6 +213,13 @@ def subprocess_env() -> dict:
     return env
 
 
+def one_line_error(capsys) -> tuple[str, str]:
+    """The two lines ``gramx`` printed for an error, ``(gramx: error: ..., hint: ...)``, checked for that form."""
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and err[0].startswith("gramx: error: ") and err[1].startswith("hint: "), err
+    return err[0], err[1]
+
+
 @contextmanager
 def installed():
     """:func:`install` for a module-scoped fixture: installed plugins blocked until the block ends."""

@@ -1,30 +1,30 @@
-"""Bad input is refused by name: BOMs, empty or non-UTF-8 manifests, list labels, count options, edited or
-damaged checkpoints, and errors raised in DataLoader workers (one line, the worker's traceback kept for --debug)."""
+"""Bad input is refused by name: BOMs, empty or non-UTF-8 manifests, list labels, and errors raised in DataLoader
+workers (one line, the worker's traceback kept for --debug).
+
+(Bad count options are in ``tests/cli/test_options.py``, edited or damaged checkpoints in
+``tests/train/test_checkpoint.py``.)"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import types
 
 import pytest
 import torch
 import yaml
-from fixture_modalities import POINT, TEXT, VECTOR, install, make_dataset, run_config, subprocess_env
-from safetensors.torch import load_file, save_file
+from fixture_modalities import (POINT, TEXT, VECTOR, install, make_dataset, one_line_error, run_config,
+                                subprocess_env)
 from torch.utils.data import Dataset, IterableDataset
 
 import gramx
 from gramx.plugins import host as plugins
-from gramx.cli.app import build_parser, main
+from gramx.cli.app import main
 from gramx.train.config import parse_config
 from gramx.data.loading import Collator, ManifestDataset, check_errors
 from gramx.data.manifest import DataError, read_manifest
 from gramx.errors import GramxError, LoadError
 from gramx.train.config import build_model
-from gramx.train.checkpoint import latest_checkpoint
-from gramx.train.loop import train
 from gramx.runtime.workers import WorkerLoader, WorkerTraceback
 
 
@@ -38,12 +38,6 @@ def model_dir(tmp_path_factory):
         build_model(parse_config(run_config(folder), folder)).save_pretrained(folder / "model")
         yield folder / "model"
         plugins.reset()
-
-
-def one_line_error(capsys) -> tuple[str, str]:
-    err = capsys.readouterr().err.splitlines()
-    assert len(err) == 2 and err[0].startswith("gramx: error: ") and err[1].startswith("hint: "), err
-    return err[0], err[1]
 
 
 # ---------------------------------------------------------------- manifests
@@ -103,110 +97,6 @@ def test_a_label_must_be_one_value(tmp_path, model_dir, fixture_plugins, capsys,
     assert main(["eval", str(model_dir), str(manifest)]) == 1
     error, hint = one_line_error(capsys)
     assert f"{manifest} line 3: the label is a" in error and "one string or number" in hint
-
-
-# ---------------------------------------------------------------- count options
-
-
-@pytest.mark.parametrize("args", [
-    ["search", "M", "--index", "I", "--query", "q", "-k", "0"],
-    ["search", "M", "--index", "I", "--query", "q", "-k", "-2"],
-    ["eval", "M", "m.jsonl", "--batch-size", "0"],
-    ["embed", "M", "m.jsonl", "-o", "out", "--batch-size", "-1"],
-    ["eval", "M", "m.jsonl", "--workers", "-1"],
-    ["shards", "m.jsonl", "-o", "out", "--shard-size", "0"],
-    ["eval", "M", "m.jsonl", "--batch-size", "1.5"],
-])
-def test_count_options_take_whole_numbers_in_range(capsys, args):
-    with pytest.raises(SystemExit) as exit_:
-        build_parser().parse_args(args)
-    assert exit_.value.code == 2
-    err = capsys.readouterr().err
-    assert "must be at least" in err or "expected a whole number" in err
-
-
-def test_zero_workers_is_a_count_too():
-    assert build_parser().parse_args(["eval", "M", "m.jsonl", "--workers", "0"]).workers == 0
-
-
-# ---------------------------------------------------------------- checkpoints
-
-
-@pytest.fixture
-def stopped_run(tmp_path, fixture_plugins):
-    """A run file and its run stopped after step 3 of 6 (its newest checkpoint: step 3, epoch 0)."""
-    data = run_config(tmp_path, optim={"epochs": 1}, output={"checkpoint_every": 3})
-    data["data"]["val"] = None
-    run_file = tmp_path / "run.yaml"
-    run_file.write_text(yaml.safe_dump(data))
-    train(parse_config(data, tmp_path))
-    run = tmp_path / "run"
-    shutil.rmtree(run / "model")
-    shutil.rmtree(run / "checkpoints" / "step-00000006")
-    return run_file, latest_checkpoint(run)
-
-
-@pytest.mark.parametrize("edit,expected", [
-    ({"step": -3}, "must be whole numbers >= 0"),
-    ({"step": 3.5}, "must be whole numbers >= 0"),
-    ({"step": 6, "micro": 24}, "step 6 is not the step its folder step-00000003 names"),
-    ({"epoch": 1}, "is no position of this run"),
-    ({"micro": 5}, "is no position of this run"),
-    ({"rng": []}, "rng and errors need one entry per process (1)"),
-    ({"errors": [{"count": 0}]}, "cannot be restored (KeyError: 'examples')"),
-    ({"optimizer": None}, None),
-])
-def test_an_edited_checkpoint_state_is_refused_naming_it(stopped_run, capsys, edit, expected):
-    run_file, checkpoint = stopped_run
-    state = json.loads((checkpoint / "state.json").read_text())
-    if edit == {"optimizer": None}:
-        del state["optimizer"]
-        expected = "a state needs the keys"
-    else:
-        state.update(edit)
-    (checkpoint / "state.json").write_text(json.dumps(state))
-    assert main(["train", str(run_file), "--resume"]) == 1
-    error, hint = one_line_error(capsys)
-    assert error.startswith(f"gramx: error: {checkpoint / 'state.json'}: ") and expected in error, error
-    assert "--overwrite" in hint
-    assert not (run_file.parent / "run" / "model").exists()
-
-
-def test_a_checkpoint_past_the_end_of_the_run_is_refused(stopped_run, capsys):
-    """Step 3 of a run shortened to 2 steps: no position of it to continue from."""
-    run_file, checkpoint = stopped_run
-    assert main(["train", str(run_file), "--resume", "--set", "optim.max_steps=2"]) == 1
-    error, _ = one_line_error(capsys)
-    assert error == f"gramx: error: {checkpoint / 'state.json'}: step 3 is past the end of this run (2 steps)"
-
-
-def test_a_checkpoint_of_other_data_is_refused(stopped_run, capsys):
-    """The same checkpoint against a batch size that makes epochs of 3 steps: its epoch 0, step 3 does not fit."""
-    run_file, checkpoint = stopped_run
-    assert main(["train", str(run_file), "--resume", "--set", "data.batch_size=8"]) == 1
-    error, hint = one_line_error(capsys)
-    assert "step 3 at epoch 0, micro-batch 3 is no position of this run (3 steps per epoch, 1 micro-batches per step)" in error
-    assert "the run file, data and --set options the run was started with" in hint
-
-
-@pytest.mark.parametrize("damage", ["truncated", "wrong shape", "missing tensor"])
-def test_a_damaged_optimizer_state_is_an_error_naming_its_file(stopped_run, capsys, damage):
-    run_file, checkpoint = stopped_run
-    path = checkpoint / "optimizer.safetensors"
-    if damage == "truncated":
-        path.write_bytes(path.read_bytes()[:200])
-    else:
-        tensors = load_file(str(path))
-        key = next(k for k in tensors if k.endswith("exp_avg"))
-        if damage == "wrong shape":
-            tensors[key] = torch.zeros(3)
-        else:
-            del tensors[key]
-        save_file(tensors, str(path))
-    assert main(["train", str(run_file), "--resume"]) == 1
-    error, hint = one_line_error(capsys)
-    assert error.startswith(f"gramx: error: {path}: cannot be restored (")
-    assert f"delete {checkpoint} to resume from the one before it" in hint
 
 
 # ---------------------------------------------------------------- errors raised in DataLoader workers

@@ -114,62 +114,6 @@ def test_embed_then_search(trained, capsys):
     assert table[0].split()[:3] == ["rank", "id", "cosine"] and len(table) == 4
 
 
-def test_errors_are_one_line_with_a_hint(trained, capsys):
-    model = str(trained / "run" / "model")
-    assert main(["search", model, "--index", str(trained / "emb"), "--query-file", "x.npy"]) == 1
-    err = capsys.readouterr().err.splitlines()
-    assert err == ["gramx: error: --query-file needs --query-modality NAME (the file's modality, e.g. audio)",
-                   "hint: run with --debug for the full traceback"]
-    assert main(["eval", str(trained), str(trained / "val.jsonl")]) == 1
-    err = capsys.readouterr().err.splitlines()
-    assert len(err) == 2 and "not a gramx model directory" in err[0] and err[1].startswith("hint:")
-    with pytest.raises(Exception):
-        main(["eval", str(trained), str(trained / "val.jsonl"), "--debug"])
-
-
-def _leaves(parser):
-    """Every runnable sub-command parser, with its command words."""
-    import argparse
-
-    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    if not actions:
-        yield [], parser
-        return
-    for name, sub in actions[0].choices.items():
-        for words, leaf in _leaves(sub):
-            yield [name, *words], leaf
-
-
-def test_cli_conventions(capsys):
-    from gramx.cli.app import build_parser
-    from gramx.version import __version__
-
-    with pytest.raises(SystemExit) as exit_:
-        main(["--version"])
-    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"gramx {__version__}"
-    parser = build_parser()
-    help_text = parser.format_help()
-    assert "examples:" in help_text and "gramx train examples/digits.yaml" in help_text
-    leaves = list(_leaves(parser))
-    assert {"plugins list", "train", "embed", "config reference"} <= {" ".join(w) for w, _ in leaves}
-    for words, leaf in leaves:  # the errors recommend --debug: every command accepts it
-        assert "--debug" in leaf.format_help(), " ".join(words)
-    assert main(["plugins", "list", "--debug"]) == 0
-
-
-@pytest.mark.slow
-def test_plugin_commands_accept_debug_too():
-    """With the real plugins installed (a fresh process): `gramx demo` takes --debug like every command."""
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in subprocess_env().items() if k != plugins.DISABLE_ENV}
-    code = ("from gramx.cli.app import build_parser; p = build_parser(); "
-            "demo = p._subparsers._group_actions[0].choices['demo']; print('--debug' in demo.format_help())")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert out.stdout.strip() == "True", out.stderr[-2000:]
-
-
 @pytest.mark.slow
 def test_progress_is_a_line_per_interval_when_not_a_terminal(tmp_path):
     """Piped to a log, training prints plain lines (no carriage-return bar updates)."""
