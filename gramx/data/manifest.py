@@ -165,6 +165,19 @@ def iter_rows(path: str | Path) -> Iterator[Row]:
     yield from _csv_rows(path, lines) if path.suffix.lower() == ".csv" else _jsonl_rows(path, lines)
 
 
+def _no_rows(path: Path) -> DataError:
+    return DataError(f"{path}: the manifest has no rows", hint="a manifest holds one tuple per line")
+
+
+def count_rows(path: str | Path) -> int:
+    """The rows of a manifest, counted in one pass without keeping them; none is an error."""
+    path = manifest_path(path)
+    count = sum(1 for _ in iter_rows(path))
+    if not count:
+        raise _no_rows(path)
+    return count
+
+
 def read_manifest(path: str | Path) -> Manifest:
     """Read a JSONL (``.jsonl``/``.json``/``.ndjson``) or CSV (``.csv``) manifest, UTF-8 (a BOM allowed).
 
@@ -173,6 +186,6 @@ def read_manifest(path: str | Path) -> Manifest:
     path = manifest_path(path)
     rows = list(iter_rows(path))
     if not rows:
-        raise DataError(f"{path}: the manifest has no rows", hint="a manifest holds one tuple per line")
+        raise _no_rows(path)
     columns = sorted({name for r in rows for name in r.values})
     return Manifest(path=path, rows=rows, columns=columns)

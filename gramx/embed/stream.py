@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from gramx.data.loading import Collator, ErrorLog, ManifestDataset, RowLoader, check_errors, to_device
-from gramx.data.manifest import Manifest, iter_rows, manifest_path
+from gramx.data.manifest import Manifest, iter_rows, manifest_path, count_rows as count_manifest_rows
 from gramx.data.shard_reader import ShardSet, ShardStream
 from gramx.embed.embedding import Embeddings, evaluating
 from gramx.model.model import GramxModel
@@ -33,8 +33,8 @@ BATCHES_PER_READ = 16
 
 
 def count_rows(source: Path | ShardSet) -> int:
-    """The rows of a manifest (one pass over it) or of shards (their index)."""
-    return len(source) if isinstance(source, ShardSet) else sum(1 for _ in iter_rows(source))
+    """The rows of a manifest (one pass over it; none is an error) or of shards (their index)."""
+    return len(source) if isinstance(source, ShardSet) else count_manifest_rows(source)
 
 
 def _manifest_batches(path: Path, first: int, stop: int, batch_size: int) -> Iterator[tuple[Manifest, list]]:

@@ -2,20 +2,21 @@
 
 ::
 
-    index = EmbeddingIndex.load(folder)          # index.json checked; vectors mapped, not read
+    index = EmbeddingIndex.load(folder)          # index.json checked; no vector read yet
     score, hits = index.search(queries, ["audio", "image"], k=10)   # queries [Q, dim]
 
 One candidate modality is ranked by cosine similarity, several by the score of the model
 that made the index (the Gram volume, triangle area, multilinear product, ...:
 :data:`gramx.scores.similarity.SCORES`) over the rows that have all of them. The rows are
-read in chunks of :data:`CHUNK_ROWS`; each chunk goes through the score's own index and
-top-k (:mod:`gramx.scores`), and the chunks' top-k lists are merged, so memory does not
-grow with the index. Only the model that made an index may query it (its fingerprint).
+read in chunks of :data:`CHUNK_ROWS` (the next one while the last is scored); each chunk
+goes through the score's own index and top-k (:mod:`gramx.scores`), and the chunks' top-k
+lists are merged, so memory does not grow with the index. Only the model that made an index may query it (its fingerprint).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,33 +111,46 @@ class EmbeddingIndex:
                  for start in range(0, s.rows, CHUNK_ROWS)]
         return iter(every[part::parts])
 
+    def _chunk(self, seg: int, start: int, stop: int, names: Sequence[str], buffer: torch.Tensor,
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The tuples ``[n, len(names), dim]`` of rows ``start:stop`` of segment ``seg`` that have all
+        of ``names``, and their positions in the index; read into ``buffer [len(names), >= n, dim]``."""
+        vectors = buffer[:, :stop - start]
+        keep = torch.ones(stop - start, dtype=torch.bool)
+        for i, name in enumerate(names):
+            keep &= self.segments[seg].read(name, start, stop, out=vectors[i])[1]
+        tuples, rows = vectors.transpose(0, 1), torch.arange(start, stop) + self.starts[seg]
+        return (tuples, rows) if keep.all() else (tuples[keep], rows[keep])
+
     @torch.no_grad()
     def top(self, queries: torch.Tensor, names: Sequence[str], k: int, part: int = 0, parts: int = 1,
             ) -> tuple[str, torch.Tensor, torch.Tensor]:
         """``(score name, scores [Q, k], positions [Q, k])``, best first, over this ``part`` of the chunks.
 
         Positions number the index's rows; a query gets fewer than ``k`` when fewer rows have
-        all of ``names``. Parts of one search merge with :func:`gramx.scores.topk.merge_topk`.
+        all of ``names``. Scoring runs on the queries' device while a thread reads the next
+        chunk into the other of two buffers. Parts of one search merge with
+        :func:`gramx.scores.topk.merge_topk`.
         """
         names = self.candidates(None, names)
         if queries.dim() != 2 or queries.shape[1] != self.record.model.dim:
             raise GramxError(f"queries must be [Q, {self.record.model.dim}], got {tuple(queries.shape)}")
-        score = SCORES["cosine" if len(names) == 1 else self.score]
-        queries = queries.float()
-        best = (queries.new_empty(queries.shape[0], 0), torch.empty(queries.shape[0], 0, dtype=torch.long))
-        for seg, start, stop in self.chunks(part, parts):
-            parts_read = [self.segments[seg].read(name, start, stop) for name in names]
-            keep = torch.stack([present for _, present in parts_read]).all(dim=0)
-            if not keep.any():
-                continue
-            tuples = torch.stack([vectors for vectors, _ in parts_read], dim=1)
-            rows = torch.arange(start, stop)
-            if not keep.all():
-                tuples, rows = tuples[keep], rows[keep]
-            values, idx = score.index(tuples).search(queries, k=k)
-            found = (values, rows[idx] + self.starts[seg])
-            best = merge_topk([best, found], k, largest=score.higher_is_better)
-        return ("cosine" if len(names) == 1 else self.score), best[0], best[1]
+        name = "cosine" if len(names) == 1 else self.score
+        score, queries = SCORES[name], queries.float()
+        best = (torch.empty(queries.shape[0], 0), torch.empty(queries.shape[0], 0, dtype=torch.long))
+        chunks = list(self.chunks(part, parts))
+        rows_read = max((stop - start for _, start, stop in chunks), default=0)
+        buffers = [torch.empty(len(names), rows_read, self.record.model.dim) for _ in chunks[:2]]
+        with ThreadPoolExecutor(max_workers=1) as reader:
+            ahead = reader.submit(self._chunk, *chunks[0], names, buffers[0]) if chunks else None
+            for i in range(len(chunks)):
+                tuples, rows = ahead.result()
+                if i + 1 < len(chunks):
+                    ahead = reader.submit(self._chunk, *chunks[i + 1], names, buffers[(i + 1) % 2])
+                if len(rows):
+                    values, idx = score.search_once(queries, tuples.to(queries.device), k)
+                    best = merge_topk([best, (values.cpu(), rows[idx.cpu()])], k, largest=score.higher_is_better)
+        return name, best[0], best[1]
 
     def describe(self, positions: Iterable[int]) -> dict[int, tuple[str, Any, dict[str, Any]]]:
         """``position -> (id, label, shown values)`` of the index's rows at ``positions``."""

@@ -14,7 +14,8 @@ points: a batch's vectors are written and flushed first, then its rows and the w
 position in its source are committed in one transaction. A writer killed at any moment
 leaves committed rows whose vectors are on disk, and perhaps vector bytes past them, which
 the next writer cuts off (:class:`SegmentWriter` reopens and continues). The vectors live
-in flat files so a reader maps them and streams them in chunks, never reading them whole.
+in flat files so a reader streams them in chunks (``pread`` into a buffer of its own, so
+the page cache, not the process, holds what was read), never reading them whole.
 """
 
 from __future__ import annotations
@@ -113,8 +114,17 @@ def committed_rows(folder: Path) -> int:
         return db.execute("SELECT COALESCE(MAX(position) + 1, 0) FROM rows").fetchone()[0]
 
 
+def _checked(path: Path, expected: int, hint: str) -> Path:
+    """``path``, after checking that it holds ``expected`` bytes."""
+    size = path.stat().st_size if path.is_file() else None
+    if size != expected:
+        found = "missing" if size is None else f"{size} bytes"
+        raise GramxError(f"{path}: {found}, where index.json's rows need {expected}", hint=hint)
+    return path
+
+
 class Segment:
-    """A complete segment, opened for reading: its vectors memory-mapped, its rows looked up in SQLite.
+    """A complete segment, opened for reading: vectors read in row ranges, rows looked up in SQLite.
 
     ``rows`` is the number of rows ``index.json`` records; the files must agree with it.
     """
@@ -132,26 +142,29 @@ class Segment:
             raise GramxError(f"{path}: not a readable row table ({exc})", hint=hint) from None
         if tuple(stored) != (rows, rows):
             raise GramxError(f"{path}: holds {stored[1]} rows, but index.json records {rows}", hint=hint)
-        storage = DTYPES[dtype][0]
-        self.vectors = {n: self._map(folder / f"{n}.vec", storage, (rows, dim), hint) for n in modalities}
-        self.present = {n: self._map(folder / f"{n}.has", np.dtype(np.uint8), (rows,), hint) for n in modalities}
+        self.storage = DTYPES[dtype][0]
+        self.files = {n: _checked(folder / f"{n}.vec", rows * dim * self.storage.itemsize, hint).open("rb")
+                      for n in modalities}
+        self.present = {n: np.fromfile(_checked(folder / f"{n}.has", rows, hint), dtype=np.uint8)
+                        for n in modalities}
 
-    @staticmethod
-    def _map(path: Path, dtype: np.dtype, shape: tuple[int, ...], hint: str) -> np.ndarray:
-        expected = int(np.prod(shape)) * dtype.itemsize
-        size = path.stat().st_size if path.is_file() else None
-        if size != expected:
-            found = "missing" if size is None else f"{size} bytes"
-            raise GramxError(f"{path}: {found}, where index.json's rows need {expected}", hint=hint)
-        if expected == 0:
-            return np.zeros(shape, dtype)
-        return np.memmap(path, dtype=dtype, mode="r", shape=shape)
+    def read(self, name: str, start: int, stop: int, out: torch.Tensor | None = None,
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows ``start:stop`` of modality ``name``: ``(vectors [n, dim] float32, present [n] bool)``.
 
-    def read(self, name: str, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rows ``start:stop`` of modality ``name``: ``(vectors [n, dim] float32, present [n] bool)``."""
-        bits = torch.from_numpy(np.array(self.vectors[name][start:stop]))
-        vectors = bits.view(torch.bfloat16) if self.dtype == "bfloat16" else bits
-        return vectors.float(), torch.from_numpy(np.array(self.present[name][start:stop], dtype=bool))
+        ``out``: a contiguous float32 ``[n, dim]`` tensor to read the vectors into.
+        """
+        out = torch.empty(stop - start, self.dim) if out is None else out
+        bits = out.numpy() if self.storage == np.float32 else np.empty((stop - start, self.dim), self.storage)
+        row_bytes = self.dim * self.storage.itemsize
+        done = os.preadv(self.files[name].fileno(), [memoryview(bits).cast("B")], start * row_bytes)
+        if done != bits.nbytes:
+            raise GramxError(f"{self.files[name].name}: shorter than when the index was opened (changed on disk?)",
+                             hint="open the index again, or rebuild it")
+        if self.storage != np.float32:
+            half = torch.from_numpy(bits)
+            out.copy_(half.view(torch.bfloat16) if self.dtype == "bfloat16" else half)
+        return out, torch.from_numpy(self.present[name][start:stop].astype(bool))
 
     def describe(self, positions: list[int]) -> dict[int, tuple[str, Any, dict]]:
         """``position -> (id, label, shown values)`` of the rows at ``positions``."""

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from gramx.scores.topk import RunningTopk
 from gramx.scores.volume import CUDA_BLOCK_ELEMENTS, VolumeIndex, safe_sqrt
+from gramx.scores.volume_once import volume_search_once
 
 __all__ = ["triangle_area", "area_matrix", "AreaIndex", "multilinear_product", "mip_matrix", "ProductIndex",
            "SingularIndex", "Score", "SCORES", "score_matrix"]
@@ -287,11 +288,22 @@ class Score:
     higher_is_better: bool
     pair: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     tuple_size: int | None = None  # the number of candidate vectors the score needs, if fixed
+    once: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None  # search without building an index
+
+    def search_once(self, queries: torch.Tensor, candidates: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``k`` best of ``candidates [n, m, d]`` (all present) per query, scored once: ``(scores, indices)``.
+
+        For candidates streamed past a batch of queries (an index on disk): where building
+        the score's index costs more than it saves, a one-pass form runs instead.
+        """
+        if self.once is not None:
+            return self.once(queries, candidates, k)
+        return self.index(candidates).search(queries, k=k)
 
 
 #: The scores a model may be trained with, by name.
 SCORES: dict[str, Score] = {
-    "volume": Score("volume", VolumeIndex.build, False, _pair_volume),
+    "volume": Score("volume", VolumeIndex.build, False, _pair_volume, once=volume_search_once),
     "area": Score("area", AreaIndex.build, False, lambda a, b: torch.cdist(a.float(), b.float()), tuple_size=2),
     "mip": Score("mip", lambda c, mask=None: ProductIndex.build(c, mask, "mip"), True, _dot),
     "cosine": Score("cosine", lambda c, mask=None: ProductIndex.build(c, mask, "cosine"), True, _dot),

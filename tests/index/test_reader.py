@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from fixture_modalities import make_dataset
@@ -85,8 +87,12 @@ def test_one_query_through_the_model_that_made_the_index(made, model, trained):
         index.query(model, "the digit two", "text", ["smell"])
 
 
-def test_opening_reads_no_vectors(made):
+def test_opening_reads_no_vectors(made, monkeypatch):
     index, *_ = made
-    assert all(isinstance(v, type(index.segments[1].vectors["text"])) for s in index.segments
-               for v in s.vectors.values())
-    assert len(index) == 17 and index.score == "volume"
+    reads = []
+    real = os.preadv
+    monkeypatch.setattr(os, "preadv", lambda *a: reads.append(a) or real(*a))
+    opened = EmbeddingIndex.load(index.folder)
+    assert not reads and len(opened) == 17 and opened.score == "volume"
+    opened.top(torch.randn(2, opened.record.model.dim), ["text"], k=3)
+    assert reads
