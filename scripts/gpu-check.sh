@@ -55,7 +55,7 @@ note ""
 
 # ---------------------------------------------------------------- 2. tests
 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/scores/test_volume_kernel.py tests/scores/test_volume.py \
-    tests/scores/test_similarity.py tests/losses/test_contrastive.py \
+    tests/scores/test_volume_once.py tests/scores/test_similarity.py tests/losses tests/index \
     2>&1 | tee "$WORK/pytest.log"
 note "## tests"
 note ""

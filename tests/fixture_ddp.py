@@ -135,6 +135,18 @@ def diverging_worker(rank: int, world: int, port: int, config_path: str, out: st
     leave()
 
 
+def cli_alone(argv: list[str]) -> None:
+    """A process of its own running the gramx command ``argv`` (the fixture plugin only, one thread)."""
+    sys.path.insert(0, str(HERE))
+    import fixture_modalities
+
+    from gramx.cli import main
+
+    fixture_modalities.install()
+    torch.set_num_threads(1)
+    assert main(argv) == 0
+
+
 def cli_worker(rank: int, world: int, port: int, argv: list[str]) -> None:
     """One torchrun-like process running the gramx command ``argv``."""
     from gramx.cli import main

@@ -7,7 +7,16 @@ import torch.nn.functional as F
 import pytest
 
 import gramx
-from gramx.losses.contrastive import GramLoss
+from gramx.cli import main
+from gramx.index import EmbeddingIndex
+from gramx.losses.config import LossConfig
+from gramx.losses.contrastive import GramLoss, Temperature
+from gramx.losses.table import LOSS_TYPES
+from gramx.scores.volume import VolumeIndex
+from gramx.scores.volume_once import volume_search_once
+
+#: The devices compared; a CPU dry run of these tests' plumbing sets both to "cpu".
+DEVICES = ("cpu", "cuda")
 
 pytestmark = pytest.mark.cuda
 
@@ -73,6 +82,61 @@ def test_gram_loss_forward_backward_on_cuda_equals_cpu():
     torch.testing.assert_close(gpu_loss, cpu_loss, rtol=1e-5, atol=1e-6)
     for m in feats:
         torch.testing.assert_close(gpu_grads[m], cpu_grads[m], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(LOSS_TYPES))
+def test_every_objective_on_cuda_equals_cpu(name):
+    kind, names = LOSS_TYPES[name], ["audio", "text", "video"]
+    cfg = LossConfig(type=name)
+    feats = {m: _unit(48, 32, dtype=torch.float32, seed=i) for i, m in enumerate(names)}
+    masks = {m: torch.rand(48, generator=torch.Generator().manual_seed(i)) > 0.2 for i, m in enumerate(names)}
+    results = []
+    for device in DEVICES:
+        torch.manual_seed(0)  # the same fusion heads and gates on both devices
+        options = {"modalities": names, "dim": 32} if kind.space else {}
+        term = kind.build(cfg, Temperature(cfg.temperature), options).to(device)
+        inputs = {m: x.to(device).detach().requires_grad_(True) for m, x in feats.items()}
+        loss = term(inputs, {m: x.to(device) for m, x in masks.items()})
+        loss.backward()
+        results.append((loss.detach().cpu(), {m: x.grad.cpu() for m, x in inputs.items()}))
+    (cpu_loss, cpu_grads), (gpu_loss, gpu_grads) = results
+    torch.testing.assert_close(gpu_loss, cpu_loss, rtol=1e-5, atol=1e-6)
+    for m in names:
+        torch.testing.assert_close(gpu_grads[m], cpu_grads[m], rtol=1e-4, atol=1e-6)
+
+
+def test_volume_once_on_cuda_equals_the_index():
+    candidates = _unit(3000, 3, 128, dtype=torch.float32).to(DEVICES[1])
+    queries = _unit(50, 128, dtype=torch.float32, seed=1).to(DEVICES[1])
+    values, indices = volume_search_once(queries, candidates, k=10)
+    want, _ = VolumeIndex.build(candidates).search(queries, k=10)
+    torch.testing.assert_close(values, want, rtol=0, atol=3e-6)
+
+
+def test_index_search_streamed_to_cuda_equals_cpu(trained, fixture_plugins):
+    index = EmbeddingIndex.load(trained.index)
+    queries = _unit(6, index.record.model.dim, dtype=torch.float32, seed=2)
+    for names in (index.modalities[:1], index.modalities[:2], index.modalities):
+        _, cpu_values, cpu_positions = index.top(queries, names, 5)
+        _, gpu_values, gpu_positions = index.top(queries.to(DEVICES[1]), names, 5)
+        assert torch.equal(gpu_positions, cpu_positions)
+        torch.testing.assert_close(gpu_values, cpu_values, rtol=0, atol=1e-5)
+
+
+def test_embed_on_cuda_into_bfloat16_equals_cpu(trained, fixture_plugins, tmp_path):
+    from fixture_modalities import make_dataset
+
+    manifest = str(make_dataset(tmp_path, n=20, missing=True))
+    for name, device, dtype in (("cpu", DEVICES[0], "float32"), ("gpu", DEVICES[1], "bfloat16")):
+        assert main(["embed", str(trained.model), manifest, "-o", str(tmp_path / name), "--device", device,
+                     "--dtype", dtype, "--batch-size", "8"]) == 0
+    cpu, gpu = EmbeddingIndex.load(tmp_path / "cpu"), EmbeddingIndex.load(tmp_path / "gpu")
+    assert gpu.record.dtype == "bfloat16" and cpu.describe(range(20)) == gpu.describe(range(20))
+    for name in cpu.modalities:
+        want, present = cpu.segments[0].read(name, 0, 20)
+        got, got_present = gpu.segments[0].read(name, 0, 20)
+        assert torch.equal(present, got_present)
+        torch.testing.assert_close(got, want, rtol=1e-2, atol=1e-2)  # bfloat16 keeps 8 bits of mantissa
 
 
 def test_digits_training_on_cuda_with_bf16_beats_chance(tmp_path):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +111,7 @@ class SegmentWriter:
 
 def committed_rows(folder: Path) -> int:
     """The rows committed to the segment at ``folder``."""
-    with sqlite3.connect(folder / ROWS_NAME) as db:
+    with closing(sqlite3.connect(folder / ROWS_NAME)) as db:
         return db.execute("SELECT COALESCE(MAX(position) + 1, 0) FROM rows").fetchone()[0]
 
 
