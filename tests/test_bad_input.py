@@ -13,8 +13,7 @@ import types
 import pytest
 import torch
 import yaml
-from fixture_modalities import (POINT, TEXT, VECTOR, install, make_dataset, one_line_error, run_config,
-                                subprocess_env)
+from fixture_modalities import POINT, TEXT, VECTOR, installed, make_dataset, one_line_error, run_config
 from torch.utils.data import Dataset, IterableDataset
 
 import gramx
@@ -32,12 +31,9 @@ from gramx.runtime.workers import WorkerLoader, WorkerTraceback
 def model_dir(tmp_path_factory):
     """An untrained 3-modality model directory (the fixture plugin's modalities)."""
     folder = tmp_path_factory.mktemp("model")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(plugins.DISABLE_ENV, subprocess_env()[plugins.DISABLE_ENV])
-        install()
+    with installed():
         build_model(parse_config(run_config(folder), folder)).save_pretrained(folder / "model")
         yield folder / "model"
-        plugins.reset()
 
 
 # ---------------------------------------------------------------- manifests

@@ -8,9 +8,8 @@ from unittest.mock import ANY
 import pytest
 import torch
 import yaml
-from fixture_modalities import install, run_config, subprocess_env
+from fixture_modalities import installed, run_config, subprocess_env
 
-from gramx.plugins import host as plugins
 from gramx.cli import main
 from gramx.index import EmbeddingIndex
 
@@ -21,9 +20,7 @@ METRICS = {"R@1", "R@5", "R@10", "MedR", "MeanR", "mAP"}
 def trained(tmp_path_factory):
     """One model trained with ``gramx train`` for all tests of this module."""
     folder = tmp_path_factory.mktemp("cli")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(plugins.DISABLE_ENV, subprocess_env()[plugins.DISABLE_ENV])
-        install()
+    with installed():
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         data = run_config(folder, optim={"epochs": 3})
@@ -34,7 +31,6 @@ def trained(tmp_path_factory):
         assert main(["train", str(run_file), "--set", "optim.lr=0.02", "--device", "cpu"]) == 0
         yield folder
         torch.set_num_threads(threads)
-        plugins.reset()
 
 
 def test_train_writes_a_model(trained, capsys):

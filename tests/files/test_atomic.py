@@ -8,7 +8,7 @@ import stat
 
 import pytest
 import yaml
-from fixture_modalities import run_config
+from fixture_modalities import installed, run_config
 
 from gramx.files.atomic import OutputExists
 from gramx.cli import main
@@ -46,17 +46,10 @@ def model(tmp_path, fixture_plugins):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A model trained for 2 steps, for the CLI writers (embed, extend)."""
-    from fixture_modalities import install, subprocess_env
-
-    from gramx.plugins import host as plugins
-
     folder = tmp_path_factory.mktemp("outputs")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(plugins.DISABLE_ENV, subprocess_env()[plugins.DISABLE_ENV])
-        install()
+    with installed():
         data = run_config(folder, optim={"max_steps": 2})
         yield folder, data, train(parse_config(data, folder))
-        plugins.reset()
 
 
 @pytest.mark.parametrize("kind", ["folder", "file"])
