@@ -3,6 +3,7 @@
     python benchmarks/bench_index.py                      # about 40 minutes on 2 busy cores, 40 GB of disk
     python benchmarks/bench_index.py --quick              # small sizes, to check that it runs
     python benchmarks/bench_index.py --work /big/disk     # where the indexes are written (default: a temp dir)
+    python benchmarks/bench_index.py --device cuda --parts search recall --rows 1000000   # the GPU check's run
 
 1. **Embedding.** ``gramx embed`` of the digits model (examples/digits.yaml, freshly
    initialised: audio CNN, image CNN, frozen MiniLM) over manifests of N and 10 N tuples
@@ -53,6 +54,7 @@ TEST_MANIFEST = C.ROOT / "examples" / "data" / "digits" / "test.jsonl"
 MSRVTT = C.ROOT / "benchmarks" / "data" / "msrvtt-gram"
 WRITE_BATCH = 1 << 16
 GEMM_BLOCK = 1 << 17
+PARTS = ["recall", "embedding", "search"]
 
 
 # ------------------------------------------------------------------------------ embedding
@@ -70,11 +72,11 @@ def repeated_manifest(out: Path, times: int) -> Path:
     return path
 
 
-def embed_run(model: Path, manifest: Path, out: Path, processes: int, threads: int) -> dict:
+def embed_run(model: Path, manifest: Path, out: Path, processes: int, threads: int, device: str) -> dict:
     """``gramx embed`` in a subprocess: wall seconds, tuples/s and the largest process's peak RSS."""
     launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"] if processes > 1 else []
     cmd = [sys.executable, *launcher, "-m", "gramx", "embed", str(model), str(manifest), "-o", str(out),
-           "--overwrite", "--device", "cpu", "--batch-size", "64"]
+           "--overwrite", "--device", device, "--batch-size", "64"]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1"}
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -88,7 +90,7 @@ def embed_run(model: Path, manifest: Path, out: Path, processes: int, threads: i
             "peak_rss": usage.ru_maxrss * 1024}
 
 
-def embedding(work: Path, quick: bool) -> list[dict]:
+def embedding(work: Path, quick: bool, device: str) -> list[dict]:
     run = load_config(RUN_FILE)
     model = work / "digits-model"
     build_model(run).save_pretrained(model)
@@ -96,9 +98,9 @@ def embedding(work: Path, quick: bool) -> list[dict]:
     results = []
     for times in (small, large):
         manifest = repeated_manifest(work, times)
-        results.append(embed_run(model, manifest, work / f"embedded-x{times}", 1, 2) | {"times": times})
+        results.append(embed_run(model, manifest, work / f"embedded-x{times}", 1, 2, device) | {"times": times})
     manifest = repeated_manifest(work, large)
-    results.append(embed_run(model, manifest, work / "embedded-torchrun", 2, 1) | {"times": large})
+    results.append(embed_run(model, manifest, work / "embedded-torchrun", 2, 1, device) | {"times": large})
     return results
 
 
@@ -165,7 +167,7 @@ def read_all(folder: Path) -> float:
 
 def gemm_bound(index: EmbeddingIndex, queries: torch.Tensor, names: list[str]) -> None:
     """The products a search must compute, ``q @ c_i^T`` for every row and name, on a block held in memory."""
-    block = [index.segments[0].read(n, 0, min(GEMM_BLOCK, len(index)))[0] for n in names]
+    block = [index.segments[0].read(n, 0, min(GEMM_BLOCK, len(index)))[0].to(queries.device) for n in names]
     for start in range(0, len(index), GEMM_BLOCK):
         rows = min(GEMM_BLOCK, len(index) - start)
         for vectors in block:
@@ -175,6 +177,7 @@ def gemm_bound(index: EmbeddingIndex, queries: torch.Tensor, names: list[str]) -
 def probe(args) -> None:
     """One index in this fresh process: open time, searches against the GEMM bound, peak memory, cold cache."""
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     folder = Path(args.probe)
     started = time.perf_counter()
     index = EmbeddingIndex.load(folder)
@@ -183,14 +186,16 @@ def probe(args) -> None:
     generator = torch.Generator().manual_seed(0)
     for nq in args.queries:
         queries = torch.nn.functional.normalize(torch.randn(nq, index.record.model.dim, generator=generator), dim=-1)
+        queries = queries.to(device)
         for names in (["audio", "image"], ["audio"]):
             read_all(folder)  # into page cache
             fns = {"search": lambda: index.top(queries, names, 10), "GEMM bound": lambda: gemm_bound(index, queries, names)}
-            timed = C.interleave(fns, args.reps, torch.device("cpu"), warmup=0)
-            memory = C.peak_memory(lambda: index.top(queries, names, 10), torch.device("cpu"))
+            timed = C.interleave(fns, args.reps, device, warmup=0)
+            memory = C.peak_memory(lambda: index.top(queries, names, 10), device)
             drop_cache(folder)
             started = time.perf_counter()
             index.top(queries, names, 10)
+            C.synchronize(device)
             cold = time.perf_counter() - started
             drop_cache(folder)
             disk = read_all(folder)
@@ -205,8 +210,9 @@ def probe(args) -> None:
 def searching(work: Path, rows: int, args) -> tuple[dict, dict]:
     """Write a synthetic index of ``rows`` tuples, probe it in a fresh process, delete it (disk and page cache)."""
     written = write_index(work, rows)
-    probed = C.run_probe(Path(__file__), ["--probe", written["folder"], "--threads", str(args.threads), "--reps",
-                                          str(args.reps), "--queries", *map(str, args.queries)], timeout=7200)
+    probed = C.run_probe(Path(__file__), ["--probe", written["folder"], "--device", args.device, "--threads",
+                                          str(args.threads), "--reps", str(args.reps), "--queries",
+                                          *map(str, args.queries)], timeout=7200)
     shutil.rmtree(written["folder"])
     return written, probed
 
@@ -244,14 +250,28 @@ def recall(work: Path) -> list[dict]:
 
 
 def markdown(res: dict) -> str:
-    lines = [f"`python benchmarks/bench_index.py{' --quick' if res['quick'] else ''}` — {res['threads']} torch "
-             "thread(s) for searching.", "", C.machine_markdown(res["machine"]), ""]
-    lines += ["**Embedding** (`gramx embed`, digits model, batch 64, CPU):", "",
+    lines = [f"`python benchmarks/bench_index.py {res.get('command', '')}` — {res['threads']} torch thread(s) for "
+             "searching.", "", C.machine_markdown(res["machine"]), ""]
+    if "embedding" in res:
+        lines += embedding_markdown(res["embedding"])
+    if "searching" in res:
+        lines += searching_markdown(res)
+    if "recall" in res:
+        lines += recall_markdown(res["recall"])
+    return "\n".join(lines)
+
+
+def embedding_markdown(embedded: list[dict]) -> list[str]:
+    lines = ["**Embedding** (`gramx embed`, digits model, batch 64):", "",
               "| tuples | processes x threads | wall | tuples/s | peak RSS per process |", "|---|---|---|---|---|"]
-    for e in res["embedding"]:
+    for e in embedded:
         lines.append(f"| {e['rows']:,} | {e['processes']} x {e['threads']} | {e['wall']:.1f} s | {e['rate']:.0f} | "
                      f"{C.fmt_bytes(e['peak_rss'])} |")
-    lines += ["", "**Writing** (`IndexWriter`, audio + image, d=512, float32, batches of 65,536):", "",
+    return lines + [""]
+
+
+def searching_markdown(res: dict) -> list[str]:
+    lines = ["**Writing** (`IndexWriter`, audio + image, d=512, float32, batches of 65,536):", "",
               "| tuples | wall | tuples/s | on disk | per tuple |", "|---|---|---|---|---|"]
     for w in res["writing"]:
         lines.append(f"| {w['rows']:,} | {w['wall']:.1f} s | {w['rate']:,.0f} | {C.fmt_bytes(w['bytes'])} | "
@@ -266,12 +286,16 @@ def markdown(res: dict) -> str:
                          f"{', '.join(s['names'])} ({s['score']}) | {C.fmt_s(s['search'])} | {C.fmt_s(s['gemm'])} | "
                          f"**{s['ratio']:.2f}x** | {C.fmt_s(s['cold'])} | {C.fmt_s(s['disk'])} | "
                          f"{C.fmt_bytes(s['memory'])} |")
-    lines += ["", "**Storage dtype** (top-10 recall against a float32 index; MSR-VTT official GRAM embeddings, "
+    return lines + [""]
+
+
+def recall_markdown(recalled: list[dict]) -> list[str]:
+    lines = ["**Storage dtype** (top-10 recall against a float32 index; MSR-VTT official GRAM embeddings, "
               "884 texts as queries):", "", "| dtype | candidates | recall@10 |", "|---|---|---|"]
-    for r in res["recall"]:
+    for r in recalled:
         what = "(video, audio): 3-vector volume" if len(r["names"]) == 2 else "video: cosine"
         lines.append(f"| {r['dtype']} | {what} | {r['recall']:.4f} |")
-    return "\n".join(lines)
+    return lines
 
 
 def parse(argv=None):
@@ -280,6 +304,8 @@ def parse(argv=None):
     p.add_argument("--rows", type=int, nargs="+", default=None, help="synthetic index sizes (default 1M and 4M)")
     p.add_argument("--queries", type=int, nargs="+", default=None, help="query batch sizes (default 100 and 1000)")
     p.add_argument("--threads", type=int, default=2, help="torch threads for searching")
+    p.add_argument("--device", default="cpu", help="where the queries are scored (the index is read on the CPU)")
+    p.add_argument("--parts", nargs="+", choices=PARTS, default=PARTS, help="what to measure (default: all)")
     p.add_argument("--reps", type=int, default=None)
     p.add_argument("--work", type=Path, default=None, help="where to write (default: a temporary folder, removed)")
     p.add_argument("--probe", default=None, help=argparse.SUPPRESS)
@@ -295,9 +321,14 @@ def run(args) -> dict:
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="gramx-bench-index-", dir=args.work))
     try:
-        res = {"quick": args.quick, "threads": args.threads, "machine": C.machine(torch.device("cpu")),
-               "recall": recall(work), "embedding": embedding(work, args.quick)}
-        res["writing"], res["searching"] = zip(*(searching(work, rows, args) for rows in args.rows))
+        res = {"command": " ".join(sys.argv[1:]), "threads": args.threads,
+               "machine": C.machine(torch.device(args.device))}
+        if "recall" in args.parts:
+            res["recall"] = recall(work)
+        if "embedding" in args.parts:
+            res["embedding"] = embedding(work, args.quick, args.device)
+        if "search" in args.parts:
+            res["writing"], res["searching"] = zip(*(searching(work, rows, args) for rows in args.rows))
         return res
     finally:
         shutil.rmtree(work, ignore_errors=True)

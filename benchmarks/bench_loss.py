@@ -5,8 +5,8 @@ each ``[B, D]`` L2-normalised. ``GramLoss`` scores every anchor against every tu
 the 4-vector Gram volume; ``PairwiseInfoNCE`` scores the anchor against each other modality
 separately (3 similarity matrices). Target: ``GramLoss`` takes <= 1.5x the time of
 ``PairwiseInfoNCE``. The other objectives of the loss table are timed beside them:
-``TriangleLoss`` on the anchor and the first two others (it needs exactly three modalities)
-and ``SymileLoss`` (O(N) negatives) on all k. Peak memory of one forward + backward is measured for each in a fresh
+``TriangleLoss`` and ``ConFuLoss`` on the anchor and the first two others (they take three
+modalities), ``SymileLoss`` (O(N) negatives), ``PMRLLoss`` and ``GatedSymileLoss`` on all k. Peak memory of one forward + backward is measured for each in a fresh
 process (method in ``_common.py``).
 
     python benchmarks/bench_loss.py                 # B=512, k=4, D=512, fp32
@@ -27,9 +27,13 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
+from gramx.losses.confu import ConFuLoss  # noqa: E402
 from gramx.losses.contrastive import GramLoss, PairwiseInfoNCE, SymileLoss, TriangleLoss  # noqa: E402
+from gramx.losses.gated_symile import GatedSymileLoss  # noqa: E402
+from gramx.losses.pmrl import PMRLLoss  # noqa: E402
 
 SCRIPT = Path(__file__).resolve()
+LOSSES = ("gram", "pairwise", "triangle", "symile", "pmrl", "confu", "gated_symile")
 MODALITIES = ("text", "video", "audio", "subtitles", "depth", "image", "imu", "pointcloud")
 
 
@@ -49,13 +53,19 @@ class FirstThree(torch.nn.Module):
         return self.loss({name: feats[name] for name in list(feats)[:3]})
 
 
-def make_losses(device: torch.device) -> dict[str, torch.nn.Module]:
-    return {
-        "GramLoss": GramLoss(anchor="text", temperature=0.07, label_smoothing=0.1).to(device),
-        "PairwiseInfoNCE": PairwiseInfoNCE(anchor="text", temperature=0.07).to(device),
-        "TriangleLoss (3 modalities)": FirstThree(TriangleLoss(anchor="text", temperature=0.07)).to(device),
-        "SymileLoss": SymileLoss(temperature=0.07).to(device),
+def make_losses(device: torch.device, k: int, d: int, chosen: list[str] | None = None) -> dict[str, torch.nn.Module]:
+    """The losses timed, by display name; ``chosen``: their loss-table names (default: all)."""
+    names = MODALITIES[:k]
+    builders = {
+        "gram": ("GramLoss", lambda: GramLoss(anchor="text", temperature=0.07, label_smoothing=0.1)),
+        "pairwise": ("PairwiseInfoNCE", lambda: PairwiseInfoNCE(anchor="text", temperature=0.07)),
+        "triangle": ("TriangleLoss (3 modalities)", lambda: FirstThree(TriangleLoss(anchor="text", temperature=0.07))),
+        "symile": ("SymileLoss", lambda: SymileLoss(temperature=0.07)),
+        "pmrl": ("PMRLLoss", lambda: PMRLLoss(temperature=0.07)),
+        "confu": ("ConFuLoss (3 modalities)", lambda: FirstThree(ConFuLoss(names[:3], d, temperature=0.07))),
+        "gated_symile": ("GatedSymileLoss", lambda: GatedSymileLoss(names, d)),
     }
+    return {label: build().to(device) for key, (label, build) in builders.items() if chosen is None or key in chosen}
 
 
 def step(loss_fn: torch.nn.Module, base: dict) -> torch.Tensor:
@@ -70,7 +80,7 @@ def probe(args) -> None:
     """Fresh-process memory probe: one warm-up step of each loss, then one measured step each."""
     device, dtype = torch.device(args.device), C.DTYPES[args.dtype]
     base = make_batch(args.batch, args.k, args.d, dtype, device)
-    losses = make_losses(device)
+    losses = make_losses(device, args.k, args.d, args.losses)
     for loss_fn in losses.values():
         step(loss_fn, base)  # kernels, lazy initialisation
         loss_fn.zero_grad(set_to_none=True)
@@ -85,21 +95,21 @@ def run(args) -> dict:
     device, dtype = torch.device(args.device), C.DTYPES[args.dtype]
     info = C.machine(device)
     base = make_batch(args.batch, args.k, args.d, dtype, device)
-    losses = make_losses(device)
+    losses = make_losses(device, args.k, args.d, args.losses)
     fns = {name: (lambda fn=fn: step(fn, base)) for name, fn in losses.items()}
     times = C.interleave(fns, args.reps, device, warmup=2)
-    gram, pair = times["GramLoss"], times["PairwiseInfoNCE"]
     result = {
         "config": vars(args),
         "machine": info | {"load_average_end": list(C.os.getloadavg())},
         "times": {n: {"wall": C.median(t["wall"]), "cpu": C.median(t["cpu"])} for n, t in times.items()},
-        "ratio_wall": C.paired_ratio(gram["wall"], pair["wall"]),
-        "ratio_cpu": C.paired_ratio(gram["cpu"], pair["cpu"]),
+        "ratio_wall": C.paired_ratio(times["GramLoss"]["wall"], times["PairwiseInfoNCE"]["wall"]),
+        "ratio_cpu": C.paired_ratio(times["GramLoss"]["cpu"], times["PairwiseInfoNCE"]["cpu"]),
         "memory": {},
     }
     if not args.no_memory:
         extra = ["--probe", "--batch", str(args.batch), "--k", str(args.k), "--d", str(args.d)]
-        extra += ["--device", args.device, "--dtype", args.dtype, "--threads", str(args.threads)]
+        extra += ["--device", args.device, "--dtype", args.dtype, "--threads", str(args.threads), "--losses",
+                  *args.losses]
         result["memory"] = C.run_probe(SCRIPT, extra)
     return result
 
@@ -147,11 +157,14 @@ def parse(argv=None):
     p.add_argument("--d", type=int, default=512)
     p.add_argument("--reps", type=int, default=12)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: see BENCHMARKS.md)")
+    p.add_argument("--losses", nargs="+", default=list(LOSSES), choices=LOSSES,
+                   help="the losses to time, by loss-table name (gram and pairwise always)")
     p.add_argument("--quick", action="store_true", help="B=128, 10 repetitions")
     p.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory probes")
     p.add_argument("--json", type=Path)
     p.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    args.losses = ["gram", "pairwise", *(name for name in args.losses if name not in ("gram", "pairwise"))]
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     if args.quick and not args.probe:

@@ -75,17 +75,21 @@ bench() {  # name, script, args...
 }
 DEVICE=${GPU_CHECK_DEVICE:-cuda}
 if [ "${GPU_CHECK_QUICK:-0}" = 1 ]; then
-    NQ=64 NC=2000 SLICE=200 MEMORY=4000,8000 BATCH=256 EPOCHS=1
+    NQ=64 NC=2000 SLICE=200 MEMORY=4000,8000 BATCH=256 EPOCHS=1 INDEX_ROWS=20000
 else
-    NQ=1000 NC=1000000 SLICE=5000 MEMORY=250000,1000000 BATCH=4096 EPOCHS=3
+    NQ=1000 NC=1000000 SLICE=5000 MEMORY=250000,1000000 BATCH=4096 EPOCHS=3 INDEX_ROWS=1000000
 fi
 RETRIEVAL="--device $DEVICE --nq $NQ --nc $NC --m 3 --d 512 --naive-slice $SLICE --reps 5"
 bench retrieval-fp32 bench_retrieval.py $RETRIEVAL --memory-nc $MEMORY
 bench retrieval-tf32 bench_retrieval.py $RETRIEVAL --tf32 --memory-nc ""
 bench retrieval-bf16 bench_retrieval.py $RETRIEVAL --dtype bfloat16 --memory-nc ""
 bench scores-fp32 bench_scores.py --device "$DEVICE" --nq $NQ --nc $NC --d 512 --reps 5 --memory-nc ""
-bench loss-fp32 bench_loss.py --device "$DEVICE" --batch $BATCH --k 4 --d 512 --reps 20
-bench loss-bf16 bench_loss.py --device "$DEVICE" --dtype bfloat16 --batch $BATCH --k 4 --d 512 --reps 20
+# an index on disk (4 GB at 1M tuples) streamed to the device in chunks; half-precision storage recall
+bench index bench_index.py --device "$DEVICE" --parts search recall --rows $INDEX_ROWS --queries 100 1000 --reps 3
+LOSSES="--losses triangle symile pmrl confu"  # gated Symile's gates are B x B x d (47 GB at 4096): its own batch
+bench loss-fp32 bench_loss.py --device "$DEVICE" --batch $BATCH --k 4 --d 512 --reps 20 $LOSSES
+bench loss-bf16 bench_loss.py --device "$DEVICE" --dtype bfloat16 --batch $BATCH --k 4 --d 512 --reps 20 $LOSSES
+bench loss-gated-fp32 bench_loss.py --device "$DEVICE" --batch $(( BATCH / 4 )) --k 4 --d 512 --reps 10 --losses gated_symile
 THROUGHPUT=(--device "$DEVICE" --amp bf16 --epochs $EPOCHS --set data.workers=8)
 [ -n "${GRAMX_TEXT_MODEL:-}" ] && THROUGHPUT+=(--set "modalities.text.options.model=$GRAMX_TEXT_MODEL")
 bench throughput bench_train_throughput.py "${THROUGHPUT[@]}"
