@@ -1,4 +1,4 @@
-"""Retrieval metrics (gramx.evaluate.report) on hand-made score matrices."""
+"""Retrieval metrics (gramx.evaluate.metrics) on hand-made score matrices."""
 
 from __future__ import annotations
 
