@@ -112,10 +112,10 @@ def _nway(emb: Embeddings, names: list[str], score: str) -> tuple[dict, dict]:
         others = [n for n in names if n != q]
         query, tuples = emb.feats[q][rows], torch.stack([emb.feats[o][rows] for o in others], dim=1)
         tuple_name = f"({','.join(others)})"
-        for scores, higher, out in ((score_matrix(score, query, tuples), kind.higher_is_better, by_score),
-                                    (score_matrix("cosine", query, tuples), True, by_cosine)):
-            if out is by_score and kind.tuple_size not in (None, len(others)):
-                continue
+        fits = kind.tuple_size in (None, len(others))  # else the score is not defined for these tuples
+        by_model = [(score, kind.higher_is_better, by_score)] if fits else []
+        for name, higher, out in [*by_model, ("cosine", True, by_cosine)]:
+            scores = score_matrix(name, query, tuples)
             for key, transpose in ((f"{q}->{tuple_name}", False), (f"{tuple_name}->{q}", True)):
                 pos = None if positives is None else (positives.T if transpose else positives)
                 out[key] = retrieval_metrics(scores.T if transpose else scores, higher, pos)
