@@ -1,4 +1,5 @@
-"""Fixtures the core tests share: the fixture plugin, a free port, a trained model with its index and shards.
+"""Fixtures the core tests share: the fixture plugin, a free port, a model (built, or trained with its index and
+shards), the example third-party plugins installed.
 
 (``one_thread`` is the repository's, in the root ``conftest.py``.) The modalities, data
 makers and subprocess helpers the fixtures use live in :mod:`fixture_modalities`.
@@ -6,17 +7,21 @@ makers and subprocess helpers the fixtures use live in :mod:`fixture_modalities`
 
 from __future__ import annotations
 
+import shutil
 import socket
+import subprocess
 import sys
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import fixture_modalities
 from fixture_modalities import installed, run_config
+from gramx.plugins import host as host_module
 
 
 @pytest.fixture
@@ -47,6 +52,22 @@ def free_port():
     return _free_port
 
 
+@pytest.fixture
+def run(tmp_path, fixture_plugins):
+    """The fixture plugin's 3-modality run file (``run_config``), parsed."""
+    from gramx.train.config import parse_config
+
+    return parse_config(run_config(tmp_path), tmp_path)
+
+
+@pytest.fixture
+def saved(tmp_path, run) -> Path:
+    """The model directory of ``run``'s model as built (untrained), in ``tmp_path / "model"``."""
+    from gramx.train.config import build_model
+
+    return build_model(run).save_pretrained(tmp_path / "model")
+
+
 @dataclass(frozen=True)
 class Trained:
     """A tiny trained 3-modality model (fixture plugin), another of the same dimension, an index, shards."""
@@ -75,3 +96,41 @@ def trained(tmp_path_factory) -> Trained:
         assert main(["embed", str(model), str(folder / "val.jsonl"), "-o", str(folder / "index")]) == 0
         write_shards(folder / "val.jsonl", folder / "shards", shard_size=5, progress=False)
     return Trained(folder, model, other, folder / "index", folder / "shards")
+
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def site_dir(tmp_path_factory) -> Path:
+    """The example third-party plugins, pip-installed into a directory of their own.
+
+    They are built from copies, so that setuptools' build/ folders never land in the source tree.
+    """
+    sources = tmp_path_factory.mktemp("sources")
+    target = tmp_path_factory.mktemp("site")
+    copies = [shutil.copytree(FIXTURES / name, sources / name) for name in ("gramx-imu", "gramx-broken")]
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), *map(str, copies)],
+        check=True, capture_output=True,
+    )
+    return target
+
+
+@pytest.fixture
+def host(site_dir, monkeypatch):
+    """The plugin host with the example third-party plugins (``site_dir``) importable and none disabled."""
+    monkeypatch.syspath_prepend(str(site_dir))
+    monkeypatch.delenv(host_module.DISABLE_ENV, raising=False)
+    host_module.reset()
+    yield host_module.get_host()
+    host_module.reset()
+
+
+@pytest.fixture
+def imu_csv(tmp_path) -> Path:
+    """A sample for the example ``imu`` modality: 40 rows of 6 readings."""
+    path = tmp_path / "walk.csv"
+    np.savetxt(path, np.random.default_rng(0).normal(size=(40, 6)), delimiter=",")
+    return path

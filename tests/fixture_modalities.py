@@ -9,6 +9,7 @@ so tests never import the real plugins. Subprocesses call it through :data:`BOOT
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -142,8 +143,6 @@ def make_dataset(folder: Path, n: int = 24, classes: int = 4, seed: int = 0, dim
     Each class has a fixed random centre; items are centre + noise, so the task is learnable.
     ``missing=True`` leaves some modalities out of some rows (absent key or null).
     """
-    import json
-
     rng = np.random.default_rng(seed)
     centres = np.random.default_rng(1234).normal(size=(classes, 2, dim)).astype(np.float32)
     (folder / "vec").mkdir(parents=True, exist_ok=True)
@@ -181,6 +180,14 @@ def run_config(folder: Path, **sections) -> dict:
     for key, value in sections.items():
         config.setdefault(key, {}).update(value) if isinstance(value, dict) else config.__setitem__(key, value)
     return config
+
+
+def edit_model_config(model_dir: Path, change) -> None:
+    """Edit ``model_dir/config.json`` in place: ``change(config)`` mutates the parsed JSON."""
+    path = model_dir / "config.json"
+    config = json.loads(path.read_text())
+    change(config)
+    path.write_text(json.dumps(config))
 
 
 def kill_at_checkpoint(proc, run_dir: Path, step: int, timeout: float = 240) -> None:

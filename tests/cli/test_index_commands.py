@@ -1,14 +1,13 @@
-"""The gramx command end to end on tiny data: train, eval (table + JSON report), embed, search."""
+"""The index commands (gramx.cli.index_commands) on tiny data: eval (table + JSON report), embed, search."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from unittest.mock import ANY
 
 import pytest
 import torch
-import yaml
-from fixture_modalities import installed, run_config, subprocess_env
 
 from gramx.cli import main
 from gramx.index import EmbeddingIndex
@@ -16,32 +15,16 @@ from gramx.index import EmbeddingIndex
 METRICS = {"R@1", "R@5", "R@10", "MedR", "MeanR", "mAP"}
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """One model trained with ``gramx train`` for all tests of this module."""
-    folder = tmp_path_factory.mktemp("cli")
-    with installed():
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        data = run_config(folder, optim={"epochs": 3})
-        data["data"]["train"] = "train.jsonl"  # relative to the run file
-        run_file = folder / "run.yaml"
-        run_file.write_text(yaml.safe_dump(data))
-        (folder / "classes.txt").write_text("zero\none\ntwo\nthree\n")
-        assert main(["train", str(run_file), "--set", "optim.lr=0.02", "--device", "cpu"]) == 0
-        yield folder
-        torch.set_num_threads(threads)
+@pytest.fixture
+def model(trained, fixture_plugins, tmp_path) -> Path:
+    """The session's trained model (GRAM loss), with a class list for zero-shot in ``tmp_path``."""
+    (tmp_path / "classes.txt").write_text("zero\none\ntwo\nthree\n")
+    return trained.model
 
 
-def test_train_writes_a_model(trained, capsys):
-    assert (trained / "run" / "model" / "config.json").is_file()
-    run = yaml.safe_load((trained / "run" / "run.yaml").read_text())
-    assert run["optim"]["lr"] == 0.02 and run["device"] == "cpu"
-
-
-def test_eval_json_is_the_contract_report(trained, capsys):
-    code = main(["eval", str(trained / "run" / "model"), str(trained / "val.jsonl"), "--json",
-                 "--classes", str(trained / "classes.txt"), "--template", "the digit {}"])
+def test_eval_json_is_the_contract_report(model, trained, tmp_path, capsys):
+    code = main(["eval", str(model), str(trained.folder / "val.jsonl"), "--json",
+                 "--classes", str(tmp_path / "classes.txt"), "--template", "the digit {}"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert set(report) == {"tuples", "score", "retrieval", "nway", "nway_cosine", "zeroshot"}
@@ -59,32 +42,32 @@ def test_eval_json_is_the_contract_report(trained, capsys):
     assert all(0 <= acc <= 100 for acc in report["zeroshot"].values())
 
 
-def test_evaluate_library_call_equals_cli(trained, capsys):
+def test_evaluate_library_call_equals_cli(model, trained, tmp_path, capsys):
     import gramx
     from gramx.evaluate.report import evaluate
 
-    model = gramx.load_model(trained / "run" / "model")
-    report = evaluate(model, trained / "val.jsonl", classes=str(trained / "classes.txt"), template="the digit {}")
-    main(["eval", str(trained / "run" / "model"), str(trained / "val.jsonl"), "--json",
-          "--classes", str(trained / "classes.txt"), "--template", "the digit {}"])
+    report = evaluate(gramx.load_model(model), trained.folder / "val.jsonl", classes=str(tmp_path / "classes.txt"),
+                      template="the digit {}")
+    main(["eval", str(model), str(trained.folder / "val.jsonl"), "--json",
+          "--classes", str(tmp_path / "classes.txt"), "--template", "the digit {}"])
     assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(report))
 
 
-def test_eval_table(trained, capsys):
-    assert main(["eval", str(trained / "run" / "model"), str(trained / "val.jsonl")]) == 0
+def test_eval_table(model, trained, tmp_path, capsys):
+    assert main(["eval", str(model), str(trained.folder / "val.jsonl")]) == 0
     out = capsys.readouterr().out
     assert "12 tuples" in out and "vector->point" in out and "text->(point,vector)" in out
 
 
-def test_embed_then_search(trained, capsys):
-    model = str(trained / "run" / "model")
-    out = trained / "emb"
-    assert main(["embed", model, str(trained / "val.jsonl"), "-o", str(out)]) == 0
+def test_embed_then_search(model, trained, tmp_path, capsys):
+    model = str(model)
+    out = tmp_path / "emb"
+    assert main(["embed", model, str(trained.folder / "val.jsonl"), "-o", str(out)]) == 0
     index = EmbeddingIndex.load(out)
     assert len(index) == 12 and set(index.modalities) == {"point", "text", "vector"}
     vec, present = index.segments[0].read("vector", 0, 12)
     assert present.all() and torch.allclose(vec.norm(dim=1), torch.ones(12), atol=1e-5)
-    assert index.find("r0") == (0, {"vector": str(trained / "vec" / "val-0.npy"), "point": ANY, "text": ANY})
+    assert index.find("r0") == (0, {"vector": str(trained.folder / "vec" / "val-0.npy"), "point": ANY, "text": ANY})
     capsys.readouterr()
 
     # text query against single-modality candidates (cosine)
@@ -103,30 +86,8 @@ def test_embed_then_search(trained, capsys):
     assert volumes == sorted(volumes) and len(volumes) == 4
 
     # a file query with its modality, printed as a table
-    query = trained / "vec" / "val-2.npy"
+    query = trained.folder / "vec" / "val-2.npy"
     assert main(["search", model, "--index", str(out), "--query-file", str(query), "--query-modality", "vector",
                  "--modality", "point", "-k", "2"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:3] == ["rank", "id", "cosine"] and len(table) == 4
-
-
-@pytest.mark.slow
-def test_progress_is_a_line_per_interval_when_not_a_terminal(tmp_path):
-    """Piped to a log, training prints plain lines (no carriage-return bar updates)."""
-    import subprocess
-    import sys
-
-    from fixture_modalities import BOOT
-
-    data = run_config(tmp_path, optim={"max_steps": 4})
-    data["logging"]["progress"] = True
-    data["data"]["val"] = None
-    run_file = tmp_path / "run.yaml"
-    run_file.write_text(yaml.safe_dump(data))
-    env = {**subprocess_env(), "GRAMX_PROGRESS_INTERVAL": "0"}
-    proc = subprocess.run([sys.executable, "-c", BOOT, "train", str(run_file)], env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "\r" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("train: ")]
-    assert [line.split()[1] for line in lines][:4] == ["1/4", "2/4", "3/4", "4/4"]

@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 import torch
+from fixture_modalities import edit_model_config
 from pydantic import BaseModel, ConfigDict
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -178,3 +179,34 @@ def test_an_identity_head_passes_the_features_through(tmp_path, folder):
     model = build_model(run.model_copy(update={"dim": 6})).eval()
     x = torch.rand(3, 8)
     assert torch.equal(model.embed("pre", x), torch.nn.functional.normalize(model.encoders["pre"](x), dim=-1))
+
+
+def _refer(model_dir, path: str, sha256: str = "0" * 64) -> None:
+    ref = {"prefix": "net.", "path": path, "sha256": sha256}
+    edit_model_config(model_dir, lambda c: c["modalities"]["vector"].update(pretrained=[ref]))
+
+
+def test_a_reference_to_a_huge_folder_is_refused_before_hashing(tmp_path, saved):
+    huge = tmp_path / "huge"
+    huge.mkdir()
+    for i in range(10_001):
+        (huge / f"{i}.bin").touch()
+    _refer(saved, str(huge))
+    with pytest.raises(GramxError, match=f"{huge}: holds more than 10,000 files"):
+        load_model(saved)
+    with pytest.raises(GramxError):  # the whole disk: too many files, or an entry it may not read
+        folder_digest("/")
+
+
+def test_relative_references_stay_inside_the_model_directory(tmp_path, saved):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "weights.bin").write_bytes(b"x")
+    _refer(saved, "../outside", folder_digest(outside))
+    with pytest.raises(GramxError, match="leads outside the model directory"):
+        load_model(saved)
+    (saved / "pretrained").mkdir()
+    (saved / "pretrained" / "link").symlink_to(outside)
+    _refer(saved, "pretrained/link", folder_digest(outside))
+    with pytest.raises(GramxError, match="leads outside the model directory"):
+        load_model(saved)
