@@ -124,23 +124,3 @@ def test_skip_a_corrupt_file_and_report_it(tmp_path, fixture_plugins):
     assert log.count == 1 and "line 4" in log.summary()
     check_errors(batch, "skip", log)  # the same row in a later epoch is counted once
     assert log.count == 1
-
-
-def test_bad_manifests(tmp_path):
-    with pytest.raises(DataError, match="manifest not found"):
-        read_manifest(tmp_path / "nope.jsonl")
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"text": "a"}\n{"text": \n')
-    with pytest.raises(DataError, match="bad.jsonl line 2: invalid JSON"):
-        read_manifest(bad)
-    other = tmp_path / "x.parquet"
-    other.write_text("")
-    with pytest.raises(DataError, match="unknown manifest format"):
-        read_manifest(other)
-
-
-def test_ids_default_to_file_and_line(tmp_path):
-    path = tmp_path / "m.jsonl"
-    path.write_text('{"text": "a"}\n{"id": 7, "text": "b", "label": "cat"}\n')
-    rows = read_manifest(path).rows
-    assert [r.id for r in rows] == ["m:1", "7"] and rows[1].label == "cat" and rows[0].label is None
