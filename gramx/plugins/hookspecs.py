@@ -59,8 +59,8 @@ def gramx_register_objectives(register):
 def gramx_register_commands(subparsers):
     """Add sub-commands to the ``gramx`` command line.
 
-    Called once per plugin when gramx discovers plugins, right after
-    :func:`gramx_register_modalities`. Add commands with
+    Called once per plugin when gramx discovers plugins, after
+    :func:`gramx_register_objectives`. Add commands with
     ``parser = subparsers.add_parser(name, help=...)`` (argparse's arguments) and give each
     a handler with ``parser.set_defaults(func=handler)``; the handler receives the parsed
     ``argparse.Namespace`` and returns an exit status. The commands join the ``gramx``
@@ -87,7 +87,7 @@ def gramx_add_lora(modality, encoder, lora):
 
     :param modality: the modality's name (for messages).
     :param encoder: the ``nn.Module`` the modality's ``build_encoder`` returned.
-    :param lora: a :class:`gramx.train.config.LoraConfig` (``r``, ``alpha``, ``dropout``,
+    :param lora: a :class:`gramx.model.schema.LoraConfig` (``r``, ``alpha``, ``dropout``,
         ``target_modules``).
     :return: the encoder with adapters (usually the same object, changed in place), or
         ``None`` to leave it to another plugin.
