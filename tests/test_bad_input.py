@@ -1,8 +1,8 @@
-"""Bad input is refused by name: BOMs, empty or non-UTF-8 manifests, list labels, and errors raised in DataLoader
-workers (one line, the worker's traceback kept for --debug).
+"""Bad input is refused by name: BOMs, empty or non-UTF-8 manifests, list labels, and errors raised in training's
+DataLoader workers (one line, the worker's traceback kept for --debug).
 
 (Bad count options are in ``tests/cli/test_options.py``, edited or damaged checkpoints in
-``tests/train/test_checkpoint.py``.)"""
+``tests/train/test_checkpoint.py``, the worker loader's own contract in ``tests/runtime/test_workers.py``.)"""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import pytest
 import torch
 import yaml
 from fixture_modalities import POINT, TEXT, VECTOR, installed, make_dataset, one_line_error, run_config
-from torch.utils.data import Dataset, IterableDataset
 
 import gramx
 from gramx.plugins import host as plugins
@@ -22,9 +21,9 @@ from gramx.cli.app import main
 from gramx.train.config import parse_config
 from gramx.data.loading import Collator, ManifestDataset, check_errors
 from gramx.data.manifest import DataError, read_manifest
-from gramx.errors import GramxError, LoadError
+from gramx.errors import GramxError
 from gramx.train.config import build_model
-from gramx.runtime.workers import WorkerLoader, WorkerTraceback
+from gramx.runtime.workers import WorkerTraceback
 
 
 @pytest.fixture(scope="module")
@@ -98,37 +97,6 @@ def test_a_label_must_be_one_value(tmp_path, model_dir, fixture_plugins, capsys,
 # ---------------------------------------------------------------- errors raised in DataLoader workers
 
 
-class Failing(Dataset):
-    def __len__(self):
-        return 4
-
-    def __getitem__(self, index):
-        if index == 2:
-            raise LoadError("clip-2.wav", "truncated header", hint="re-encode the file")
-        return torch.zeros(2)
-
-
-class FailingStream(IterableDataset):
-    def __iter__(self):
-        yield [torch.zeros(2)]
-        raise ValueError("unexpected end of the tar\nat byte 512")
-
-
-@pytest.mark.parametrize("dataset", [Failing(), FailingStream()], ids=["map-style", "iterable"])
-def test_a_worker_error_arrives_as_itself_with_the_worker_traceback_as_its_cause(dataset):
-    options = {"batch_size": None} if isinstance(dataset, IterableDataset) else {"batch_size": 2}
-    with pytest.raises(Exception) as info:
-        list(WorkerLoader(dataset, collate_fn=torch.utils.data.default_collate, num_workers=1, **options))
-    if isinstance(dataset, Failing):
-        assert type(info.value) is LoadError and str(info.value) == "clip-2.wav: truncated header"
-        assert info.value.hint == "re-encode the file"
-    else:
-        assert type(info.value) is ValueError and str(info.value) == "unexpected end of the tar\nat byte 512"
-    cause = info.value.__cause__
-    assert isinstance(cause, WorkerTraceback) and f"in {'__getitem__' if isinstance(dataset, Failing) else '__iter__'}" \
-        in cause.text and "Caught" not in str(info.value)
-
-
 def broken_collate(samples, cfg):
     raise GramxError("cannot batch these texts", hint="give the modality a collate that pads")
 
@@ -139,6 +107,7 @@ def register_broken_text(register):
         register(modality)
 
 
+@pytest.mark.slow
 def test_a_training_worker_error_is_one_line_and_its_traceback_is_kept_for_debug(tmp_path, fixture_plugins,
                                                                                   capsys):
     plugins.reset()

@@ -180,9 +180,11 @@ def test_every_core_module_has_its_own_test_file():
 
 
 def test_multiprocess_and_subprocess_tests_are_marked_slow():
-    """`-m "not slow"` gives a quick run; `make test` runs everything."""
+    """`-m "not slow"` gives a quick run; `make test` runs everything (subprocesses, process groups, DataLoader
+    workers: the test's own code names them; a worker count given as a parameter is marked with ``pytest.param``)."""
     suites = [ROOT / "tests", *ROOT.glob("plugins/*/tests"), *ROOT.glob("examples/*/tests")]
-    spawning = ("mp.spawn", "start_processes", "subprocess.run", "subprocess.Popen", "subprocess.check")
+    spawning = re.compile(r"mp\.spawn|start_processes|subprocess\.(run|Popen|check)"  # processes, torchrun
+                          r"|(?<![.\w])(num_)?workers=[1-9]|\"workers\": [1-9]")  # DataLoader worker processes
     unmarked = []
     for path in (p for suite in suites for p in suite.rglob("test_*.py") if p != Path(__file__).resolve()):
         source = path.read_text()
@@ -192,7 +194,7 @@ def test_multiprocess_and_subprocess_tests_are_marked_slow():
         for node in tree.body:
             if not isinstance(node, ast.FunctionDef) or not node.name.startswith("test"):
                 continue
-            spawns = any(call in ast.get_source_segment(source, node) for call in spawning)
+            spawns = spawning.search(ast.get_source_segment(source, node))
             if spawns and not module_slow and not any("slow" in ast.unparse(d) for d in node.decorator_list):
                 unmarked.append(f"{path.relative_to(ROOT)}::{node.name}")
     assert not unmarked, "multi-process or subprocess tests without @pytest.mark.slow:\n" + "\n".join(unmarked)

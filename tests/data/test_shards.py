@@ -91,6 +91,7 @@ def test_shards_and_manifest_feed_identical_batches(data, tmp_path, workers, fro
     assert_same(from_manifest, from_shards)  # rows, masks and the randomly augmented samples
 
 
+@pytest.mark.slow
 def test_shards_split_over_processes_and_workers_without_duplicates_or_gaps(data, tmp_path):
     manifest, shards = data
     seen = []
@@ -103,6 +104,7 @@ def test_shards_split_over_processes_and_workers_without_duplicates_or_gaps(data
     assert sorted(order) == list(range(23)) and order != list(range(23))
 
 
+@pytest.mark.slow
 def test_a_resumed_epoch_streams_the_same_batches(data, tmp_path):
     _, shards = data
     whole, _ = batches(shards, tmp_path, epoch=1, workers=2)

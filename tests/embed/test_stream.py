@@ -54,6 +54,7 @@ def test_a_slice_of_rows_is_the_slice_of_the_whole(model, tmp_path):
     torch.testing.assert_close(part.feats["text"], whole.feats["text"][7:18], rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_shards_embed_as_their_manifest_does(model, tmp_path):
     manifest = make_dataset(tmp_path, n=13)
     write_shards(manifest, tmp_path / "shards", shard_size=4, progress=False)
@@ -67,7 +68,7 @@ def test_shards_embed_as_their_manifest_does(model, tmp_path):
     assert from_shards.values["vector"][0] == "000000.tar:000000000.vector.npy"
 
 
-@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
 def test_a_bad_row_stops_naming_its_line_or_is_skipped_and_counted(model, tmp_path, workers):
     manifest = make_dataset(tmp_path, n=9)
     lines = manifest.read_text().splitlines()

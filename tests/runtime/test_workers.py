@@ -33,12 +33,6 @@ class Rows(Dataset):
         return torch.tensor([index])
 
 
-class Stream(IterableDataset):
-    def __iter__(self):
-        yield torch.tensor([0])
-        raise LoadError("shard.tar", "cut short")
-
-
 def test_a_failure_keeps_a_picklable_exception_and_replaces_another():
     error = LoadError("row.npy", "truncated", hint="write it again")
     failure = WorkerFailure.of(error)
@@ -59,15 +53,36 @@ def test_without_workers_it_is_a_plain_dataloader():
         list(WorkerLoader(Rows(bad=2), collate_fn=torch.cat, batch_size=2))
 
 
+class Failing(Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        if index == 2:
+            raise LoadError("clip-2.wav", "truncated header", hint="re-encode the file")
+        return torch.zeros(2)
+
+
+class FailingStream(IterableDataset):
+    def __iter__(self):
+        yield [torch.zeros(2)]
+        raise ValueError("unexpected end of the tar\nat byte 512")
+
+
+@pytest.mark.parametrize("dataset", [Failing(), FailingStream()], ids=["map-style", "iterable"])
 @pytest.mark.slow
-@pytest.mark.parametrize("dataset, error", [(Rows(bad=2), "row.npy: truncated"), (Stream(), "shard.tar: cut short")])
-def test_a_workers_error_is_raised_as_itself_with_its_hint(dataset, error):
-    loader = WorkerLoader(dataset, collate_fn=torch.cat, batch_size=2 if isinstance(dataset, Rows) else 1,
-                          num_workers=1)
-    with pytest.raises(LoadError) as info:
-        list(loader)
-    assert str(info.value) == error and "Caught" not in str(info.value)
-    assert isinstance(info.value.__cause__, WorkerTraceback)
+def test_a_worker_error_arrives_as_itself_with_the_worker_traceback_as_its_cause(dataset):
+    options = {"batch_size": None} if isinstance(dataset, IterableDataset) else {"batch_size": 2}
+    with pytest.raises(Exception) as info:
+        list(WorkerLoader(dataset, collate_fn=torch.utils.data.default_collate, num_workers=1, **options))
+    if isinstance(dataset, Failing):
+        assert type(info.value) is LoadError and str(info.value) == "clip-2.wav: truncated header"
+        assert info.value.hint == "re-encode the file"
+    else:
+        assert type(info.value) is ValueError and str(info.value) == "unexpected end of the tar\nat byte 512"
+    cause = info.value.__cause__
+    assert isinstance(cause, WorkerTraceback) and f"in {'__getitem__' if isinstance(dataset, Failing) else '__iter__'}" \
+        in cause.text and "Caught" not in str(info.value)
 
 
 @pytest.mark.slow

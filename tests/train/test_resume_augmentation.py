@@ -21,6 +21,7 @@ def losses(run_dir):
     return [(r["step"], r["loss"]) for r in records if "loss" in r]
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_run(tmp_path):
     run_file = digits_run(tmp_path, rows=48, options={"audio": {"crop": "random"}, "image": {"augment": True}},
                           names=("audio", "image"),
