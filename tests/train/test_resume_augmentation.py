@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import signal
 
+import pytest
 from fixture_digits import digits_run, finish, gramx, largest_difference
 from fixture_modalities import kill_at_checkpoint
 
