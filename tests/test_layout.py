@@ -184,6 +184,7 @@ def test_multiprocess_and_subprocess_tests_are_marked_slow():
     workers: the test's own code names them; a worker count given as a parameter is marked with ``pytest.param``)."""
     suites = [ROOT / "tests", *ROOT.glob("plugins/*/tests"), *ROOT.glob("examples/*/tests")]
     spawning = re.compile(r"mp\.spawn|start_processes|subprocess\.(run|Popen|check)"  # processes, torchrun
+                          r"|(?<![.\w])gramx\("  # fixture_digits' gramx subprocess (torchrun with launcher=)
                           r"|(?<![.\w])(num_)?workers=[1-9]|\"workers\": [1-9]")  # DataLoader worker processes
     unmarked = []
     for path in (p for suite in suites for p in suite.rglob("test_*.py") if p != Path(__file__).resolve()):

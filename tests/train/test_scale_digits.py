@@ -13,6 +13,8 @@ from __future__ import annotations
 import pytest
 from fixture_digits import digits_run, finish, gramx, largest_difference
 
+pytestmark = pytest.mark.slow  # torchrun launches
+
 UNUSED_WARNING = "find_unused_parameters=True"
 
 
