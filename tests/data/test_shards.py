@@ -1,13 +1,20 @@
-"""Sharded data: `gramx shards` writes tar shards; training streams them like the manifest."""
+"""Sharded data: `gramx shards` writes tar shards (never a file it must not copy); training streams them like the manifest."""
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import signal
+import subprocess
+import sys
 import tarfile
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from fixture_modalities import make_dataset, run_config
+from fixture_modalities import BOOT, make_dataset, run_config, subprocess_env
 
 from gramx.files.atomic import OutputExists
 from gramx.cli import main
@@ -20,6 +27,9 @@ from gramx.data.shard_reader import read_shards
 from gramx.data.shards import write_shards
 from gramx.train.loop import train
 from gramx.train.training_data import open_training_data, read_training_rows
+
+VECTOR = io.BytesIO()
+np.save(VECTOR, np.arange(8, dtype=np.float32))
 
 
 @pytest.fixture
@@ -161,3 +171,97 @@ def test_the_shard_writer_follows_the_writer_rule(tmp_path, fixture_plugins, cap
     assert "skipped 1 bad rows" in capsys.readouterr().err
     rows = list(read_shards(out).read(0))  # a left-out row takes no position
     assert [r.record.index for r in rows] == [0, 1, 2, 3, 4] and [r.record.line for r in rows] == [1, 2, 4, 5, 6]
+
+
+# ---------------------------------------------------------------- manifests from others: files the writer refuses
+
+
+def manifest_of(folder: Path, values: list) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train.jsonl").write_text("".join(json.dumps({"vector": v}) + "\n" for v in values))
+    return folder / "train.jsonl"
+
+
+def no_temporary_folders(path: Path) -> bool:
+    return not [p for p in path.iterdir() if p.name.startswith(".out.tmp-")]
+
+
+@pytest.mark.slow
+def test_the_writer_refuses_a_device_quickly_without_reading_it(tmp_path, fixture_plugins):
+    """`/dev/zero` was read without end (12 GB in 10 s); memory is capped here so a regression fails, not the host."""
+    manifest = manifest_of(tmp_path / "data", ["/dev/zero"])
+
+    def cap_memory():
+        import resource
+        resource.setrlimit(resource.RLIMIT_DATA, (3 << 30, 3 << 30))
+
+    result = subprocess.run([sys.executable, "-c", BOOT, "shards", str(manifest), "-o", str(tmp_path / "out")],
+                            env=subprocess_env(), capture_output=True, text=True, timeout=300, preexec_fn=cap_memory)
+    assert result.returncode == 1
+    assert "train.jsonl line 1 (vector): /dev/zero: not a regular file" in result.stderr
+    assert "Traceback" not in result.stderr and no_temporary_folders(tmp_path)
+
+
+def test_the_writer_refuses_a_pipe_without_waiting_on_it(tmp_path, fixture_plugins):
+    """A FIFO named in a manifest hung `gramx shards`; an alarm turns a regression into a failure."""
+    os.makedirs(tmp_path / "data")
+    os.mkfifo(tmp_path / "data" / "pipe.npy")
+    manifest = manifest_of(tmp_path / "data", ["pipe.npy"])
+
+    class Hung(BaseException):
+        """Not an OSError (TimeoutError is one), so nothing on the way takes it for a read error."""
+
+    def hung(signum, frame):
+        raise Hung("gramx shards waits on the pipe")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(30)
+    try:
+        with pytest.raises(DataError, match="line 1 .vector.: .*pipe.npy: not a regular file"):
+            write_shards(manifest, tmp_path / "out", 4, progress=False)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert no_temporary_folders(tmp_path)
+
+
+def test_files_outside_the_manifest_folder_need_allow_outside(tmp_path, fixture_plugins, capsys):
+    """`/etc/passwd` or `~/.ssh/id_rsa` named in a manifest were copied into a shareable tar without a word."""
+    (tmp_path / "secret.npy").write_bytes(VECTOR.getvalue())
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "inside.npy").symlink_to(tmp_path / "secret.npy")
+    for value in [str(tmp_path / "secret.npy"), "../secret.npy", "inside.npy"]:
+        manifest = manifest_of(tmp_path / "data", [value])
+        with pytest.raises(DataError, match="outside the manifest's folder") as caught:
+            write_shards(manifest, tmp_path / "out", 4, progress=False)
+        assert "--allow-outside" in caught.value.hint and no_temporary_folders(tmp_path)
+    assert main(["shards", str(manifest), "-o", str(tmp_path / "out")]) == 1
+    assert "outside the manifest's folder" in capsys.readouterr().err
+    assert main(["shards", str(manifest), "-o", str(tmp_path / "out"), "--allow-outside"]) == 0
+    assert list(read_shards(tmp_path / "out").read(0))[0].files["vector"] == (".npy", VECTOR.getvalue())
+
+
+def test_the_writer_stores_only_what_the_reader_takes(tmp_path, fixture_plugins):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.n py").write_bytes(VECTOR.getvalue())
+    with pytest.raises(DataError, match="a.n py: its suffix cannot name a shard entry"):
+        write_shards(manifest_of(tmp_path / "data", ["a.n py"]), tmp_path / "out", 4, progress=False)
+    (tmp_path / "data" / "train.jsonl").write_text(json.dumps({"vector": [0.0] * 8, "label": [1, 2]}) + "\n")
+    with pytest.raises(DataError, match="label"):
+        write_shards(tmp_path / "data" / "train.jsonl", tmp_path / "out", 4, progress=False)
+    assert no_temporary_folders(tmp_path)
+
+
+def test_an_interrupted_write_leaves_nothing_behind(tmp_path, fixture_plugins, monkeypatch):
+    manifest = make_dataset(tmp_path, n=6)
+    calls = []
+
+    def interrupt(self, sample):
+        calls.append(sample)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("webdataset.TarWriter.write", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        write_shards(manifest, tmp_path / "out", 4, progress=False)
+    assert no_temporary_folders(tmp_path) and not (tmp_path / "out").exists()
