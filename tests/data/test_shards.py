@@ -1,4 +1,4 @@
-"""Sharded data: `gramx shards` writes tar shards (never a file it must not copy); training streams them like the manifest."""
+"""Sharded data: `gramx shards` writes tar shards (never a file it must not copy); training streams them."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One index segment: committed batches read back exactly, a killed writer's torn bytes cut, disagreeing files refused."""
+"""One index segment: batches read back as written, a killed writer's torn bytes cut, bad files refused."""
 
 from __future__ import annotations
 
