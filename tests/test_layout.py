@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -171,10 +172,13 @@ def mirror_test(path: Path) -> Path | None:
 
 def test_every_core_module_has_its_own_test_file():
     """tests/ mirrors gramx/: a module's contract is tested in its own file, beside end-to-end tests."""
-    modules = [p for p in CORE if p.name != "__init__.py"]
-    missing = [f"{p.relative_to(ROOT)}: {mirror_test(p).relative_to(ROOT)}" for p in modules
-               if mirror_test(p) is not None and not mirror_test(p).is_file()]
+    tests = {p: mirror_test(p) for p in CORE if p.name != "__init__.py" and mirror_test(p) is not None}
+    missing = [f"{p.relative_to(ROOT)}: {test.relative_to(ROOT)}" for p, test in tests.items() if not test.is_file()]
     assert not missing, "core modules without their test file:\n" + "\n".join(missing)
+    basenames = Counter(test.name for test in tests.values())
+    clashes = sorted(name for name, count in basenames.items() if count > 1)
+    assert not clashes, (f"two test files named {clashes} (pytest imports one module of a name): give one module's "
+                         "test another name in MIRROR_EXCEPTIONS")
     stale = [name for name in MIRROR_EXCEPTIONS if not (ROOT / name).is_file()]
     assert not stale, f"MIRROR_EXCEPTIONS names modules that are gone: {stale}"
 
