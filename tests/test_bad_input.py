@@ -11,7 +11,6 @@ import json
 import types
 
 import pytest
-import torch
 import yaml
 from fixture_modalities import POINT, TEXT, VECTOR, installed, make_dataset, one_line_error, run_config
 
