@@ -127,6 +127,13 @@ def test_the_readme_architecture_lists_every_core_module_once():
                                     f"gone {sorted(set(listed) - modules)}")
 
 
+def test_the_files_readme_names_exist():
+    """README points readers at files (`gramx/plugins/hookspecs.py`, `tests/data/test_shards.py`): none may be stale."""
+    named = set(re.findall(r"`((?:gramx|tests|benchmarks|scripts)/[\w/.-]+\.(?:py|sh))`", (ROOT / "README.md").read_text()))
+    gone = sorted(p for p in named if not (ROOT / p).is_file())
+    assert named and not gone, f"README names files that are gone: {gone}"
+
+
 def test_every_module_imports_only_modules_listed_before_it():
     """The data-flow order of README is the import order: no later stage is imported, so no circle exists."""
     order = {f"gramx.{name}": i for i, name in enumerate(architecture())}
