@@ -1,4 +1,5 @@
-"""Fixtures the core tests share: the fixture plugin, a free port, a trained model with its index and shards.
+"""Fixtures the core tests share: the fixture plugin, a free port, a trained model with its index and shards,
+a digits model with an index of real files.
 
 (``one_thread`` is the repository's, in the root ``conftest.py``.) The modalities, data
 makers and subprocess helpers the fixtures use live in :mod:`fixture_modalities`.
@@ -75,3 +76,36 @@ def trained(tmp_path_factory) -> Trained:
         assert main(["embed", str(model), str(folder / "val.jsonl"), "-o", str(folder / "index")]) == 0
         write_shards(folder / "val.jsonl", folder / "shards", shard_size=5, progress=False)
     return Trained(folder, model, other, folder / "index", folder / "shards")
+
+
+@dataclass(frozen=True)
+class DigitsIndex:
+    """A digits model (the real audio, image and text plugins), an index of a collection beside its files."""
+
+    model: Path
+    index: Path
+    manifest: Path
+
+
+@pytest.fixture(scope="session")
+def digits_index(tmp_path_factory) -> DigitsIndex:
+    """Trained 2 steps on 32 rows; the index holds 16 test rows (audio, image, text) whose files lie beside it."""
+    import yaml
+
+    from fixture_digits import digits_collection, digits_run
+    from gramx.cli import main
+    from gramx.train.config import parse_config
+    from gramx.train.loop import train
+
+    folder = tmp_path_factory.mktemp("digits-index")
+    run_file = digits_run(folder, rows=32, optim={"max_steps": 2})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = train(parse_config(yaml.safe_load(run_file.read_text()), folder))
+        (folder / "collection").mkdir()
+        manifest = digits_collection(folder / "collection")
+        assert main(["embed", str(model), str(manifest), "-o", str(folder / "index")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return DigitsIndex(model, folder / "index", manifest)

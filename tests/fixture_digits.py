@@ -84,3 +84,17 @@ def largest_difference(a: Path, b: Path) -> tuple[float, str]:
     wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
     assert wa.keys() == wb.keys()
     return max(((wa[k].double() - wb[k].double()).abs().max().item(), k) for k in wa)
+
+
+def digits_collection(folder: Path, rows: int = 16) -> Path:
+    """A manifest of the first ``rows`` test rows that have audio and image, their files copied beside it
+    (relative paths, so the folder is the index's source folder); returns the manifest."""
+    records = [json.loads(line) for line in (DIGITS / "test.jsonl").read_text().splitlines()]
+    records = [r for r in records if "audio" in r and "image" in r][:rows]
+    for record in records:
+        for name in ("audio", "image"):
+            (folder / record[name]).parent.mkdir(parents=True, exist_ok=True)
+            (folder / record[name]).write_bytes((DIGITS / record[name]).read_bytes())
+    manifest = folder / "test.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return manifest
