@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -98,3 +99,13 @@ def digits_collection(folder: Path, rows: int = 16) -> Path:
     manifest = folder / "test.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in records))
     return manifest
+
+
+def altered_copy(model: Path, folder: Path) -> Path:
+    """A copy of the model directory ``model`` at ``folder`` with one bit of its weights flipped (another fingerprint)."""
+    shutil.copytree(model, folder)
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    return folder

@@ -12,9 +12,11 @@ import shutil
 
 import pytest
 from fastapi.testclient import TestClient
+from fixture_digits import altered_copy
 
 from gramx.cli import main
 from gramx.cli.serve_commands import towers
+from gramx.errors import GramxError
 from gramx.index.reader import EmbeddingIndex
 from gramx.model.model import load_model
 from gramx.serve.app import create_app
@@ -191,13 +193,6 @@ def test_a_missing_query_is_json_too(client):
 
 
 def test_a_model_other_than_the_indexs_is_refused(digits_index, tmp_path, served):
-    other = tmp_path / "other"
-    shutil.copytree(digits_index.model, other)
-    weights = other / "model.safetensors"
-    data = bytearray(weights.read_bytes())
-    data[-1] ^= 1
-    weights.write_bytes(bytes(data))
-    from gramx.errors import GramxError
-
+    other = altered_copy(digits_index.model, tmp_path / "other")
     with pytest.raises(GramxError, match="their weights differ"):
         create_app(load_model(other, device="cpu", modalities=["text"]), served[1])
