@@ -28,7 +28,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     index = EmbeddingIndex.load(args.index)
     model = load_model(args.model, device=args.device or "auto", modalities=towers(index))
-    app = create_app(model, index, max_upload=args.max_upload << 20)
+    app = create_app(model, index, max_upload=args.max_upload << 20, media=args.media or ())
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"gramx serve: {len(index)} rows of {args.index} on http://{host}:{args.port}/ (model {args.model}, "
           f"{model.device}); Ctrl-C stops", flush=True)
@@ -48,5 +48,7 @@ def register(commands: Commands) -> None:
                        "machine only; 0.0.0.0 opens it to the network)")
     serve.add_argument("--port", type=count(), default=8000, help="port (default 8000)")
     serve.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    serve.add_argument("--media", action="append", metavar="DIR", help="also serve indexed files from DIR "
+                       "(repeatable; the folders the index was embedded from are always served)")
     serve.add_argument("--max-upload", type=count(), default=64, metavar="MIB",
                        help="largest upload accepted, in MiB (default 64)")

@@ -20,6 +20,7 @@ Errors are JSON ``{"error", "hint"}`` with the messages the CLI prints, never a 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -60,13 +61,15 @@ def _k(text: str | int | None) -> int:
     return k
 
 
-def create_app(model: GramxModel, index: EmbeddingIndex, max_upload: int = MAX_UPLOAD) -> FastAPI:
+def create_app(model: GramxModel, index: EmbeddingIndex, max_upload: int = MAX_UPLOAD,
+               media: Sequence[str | Path] = ()) -> FastAPI:
     """The app answering searches of ``index`` with ``model`` (checked to be the model that made it).
 
-    ``max_upload``: the largest request body accepted, in bytes (larger ones get 413).
+    ``max_upload``: the largest request body accepted, in bytes (larger ones get 413);
+    ``media``: folders besides the index's source folders whose indexed files may be served.
     """
     index.check_model(model)
-    roots = media_roots(index)
+    roots = media_roots(index, media)
     app = FastAPI(title="gramx", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(UploadLimit, limit=max_upload)
 

@@ -1,8 +1,8 @@
 """Which file ``GET /media/ID/MODALITY`` may serve: a row's indexed file, only inside the index's source folders.
 
 The index records what each segment was embedded from (a manifest or a shard folder,
-:attr:`gramx.index.reader.EmbeddingIndex.sources`); its folders are the only places files
-are served from. A row's value is resolved (symbolic links followed) before the check, so
+:attr:`gramx.index.reader.EmbeddingIndex.sources`); its folders, and those the server is
+told of (``--media DIR``), are the only places files are served from. A row's value is resolved (symbolic links followed) before the check, so
 neither ``..`` in a manifest nor a link inside a source folder reaches out of it, and only
 regular files are served (no device, pipe or folder). A request never names a path: it names
 a row by its id and one of the row's modalities.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import mimetypes
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,10 +38,14 @@ class MediaFile:
     content_type: str
 
 
-def media_roots(index: EmbeddingIndex) -> list[Path]:
-    """The folders files are served from: each source manifest's folder, or the shard folder itself."""
+def media_roots(index: EmbeddingIndex, folders: Iterable[str | Path] = ()) -> list[Path]:
+    """The folders files are served from: each source manifest's folder (or the shard folder itself),
+    and ``folders`` (``gramx serve --media DIR``: a manifest whose absolute paths point elsewhere)."""
+    for folder in folders:
+        if not Path(folder).is_dir():
+            raise GramxError(f"--media {folder}: not a folder", hint="name a folder that holds indexed files")
     roots = {(source if source.is_dir() else source.parent).resolve() for source in index.sources}
-    return sorted(roots)
+    return sorted(roots | {Path(folder).resolve() for folder in folders})
 
 
 def media_file(index: EmbeddingIndex, roots: list[Path], rid: str, modality: str) -> MediaFile:

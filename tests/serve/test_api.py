@@ -144,12 +144,15 @@ def test_media_outside_the_source_folder_are_refused(digits_index, served, tmp_p
     (collection / rows[2]["audio"]).unlink()
     os.mkfifo(collection / rows[2]["audio"])
     (collection / rows[3]["audio"]).unlink()
-    client = TestClient(create_app(model, EmbeddingIndex.load(tmp_path / "index")))
+    index = EmbeddingIndex.load(tmp_path / "index")
+    client = TestClient(create_app(model, index))
     outside = "lies outside the folders the index was built from"
     for rid, status, message in (("r0", 403, outside), ("r1", 403, outside), ("r2", 403, "is not a regular file"),
                                  ("r3", 404, "is missing")):
         response = client.get(f"/media/{rid}/audio")
         assert response.status_code == status and message in response.json()["error"], (rid, response.text)
+    widened = TestClient(create_app(model, index, media=[source]))  # gramx serve --media SOURCE
+    assert [widened.get(f"/media/{rid}/audio").status_code for rid in ("r0", "r1")] == [200, 200]
 
 
 def test_a_huge_upload_is_refused_before_it_is_read(served):
