@@ -104,6 +104,8 @@ def test_media_are_served_with_their_content_type(client, rows, digits_index):
         response = client.get(f"/media/{row['id']}/{modality}")
         assert response.status_code == 200 and response.headers["content-type"] == kind
         assert response.content == (digits_index.manifest.parent / row[modality]).read_bytes()
+    part = client.get(f"/media/{row['id']}/audio", headers={"range": "bytes=4-13"})  # a player seeking
+    assert part.status_code == 206 and part.content == (digits_index.manifest.parent / row["audio"]).read_bytes()[4:14]
 
 
 def test_the_page_is_served_with_its_script(client):
