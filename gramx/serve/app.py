@@ -11,7 +11,8 @@
   candidate modality, the model's score for tuples; ``media`` gives the content type of
   each value that is a file (``GET /media/ID/MODALITY`` serves it).
 - ``GET /api/info``: the model and the index.
-- ``GET /media/ID/MODALITY``: a hit's file, only from the index's source folders (:mod:`gramx.serve.media`).
+- ``GET /media/ID/MODALITY``: a hit's file, only from the index's source folders (:mod:`gramx.serve.media`),
+  with byte ranges (:mod:`gramx.serve.ranges`).
 - ``GET /``: the single page (``static/``).
 
 Errors are JSON ``{"error", "hint"}`` with the messages the CLI prints, never a traceback.
@@ -27,7 +28,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from gramx.embed.embedding import embed_values
@@ -36,6 +37,7 @@ from gramx.index.reader import EmbeddingIndex, Hit
 from gramx.model.model import GramxModel
 from gramx.serve.limits import MAX_K, MAX_UPLOAD, UploadLimit, UploadTooLarge
 from gramx.serve.media import NotServed, content_type, media_file, media_roots
+from gramx.serve.ranges import part_response
 
 __all__ = ["create_app"]
 
@@ -132,9 +134,10 @@ def create_app(model: GramxModel, index: EmbeddingIndex, max_upload: int = MAX_U
                 raise GramxError(str(exc).replace(str(path), upload.filename or "the upload"), exc.hint) from None
 
     @app.get("/media/{rid:path}/{modality}")
-    def media(rid: str, modality: str) -> FileResponse:
+    def media(rid: str, modality: str, request: Request) -> Response:
         found = media_file(index, roots, rid, modality)
-        return FileResponse(found.path, media_type=found.content_type)
+        size = found.path.stat().st_size if found.size is None else found.size
+        return part_response(found.path, found.content_type, found.offset, size, request.headers.get("range"))
 
     @app.get("/")
     def page() -> FileResponse:

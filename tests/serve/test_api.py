@@ -201,3 +201,22 @@ def test_a_model_other_than_the_indexs_is_refused(digits_index, tmp_path, served
     other = altered_copy(digits_index.model, tmp_path / "other")
     with pytest.raises(GramxError, match="their weights differ"):
         create_app(load_model(other, device="cpu", modalities=["text"]), served[1])
+
+
+def test_files_inside_shards_are_served_with_byte_ranges(digits_index, served, rows, tmp_path):
+    from gramx.data.shards import write_shards
+
+    write_shards(digits_index.manifest, tmp_path / "shards", shard_size=5, progress=False)
+    assert main(["embed", str(digits_index.model), str(tmp_path / "shards"), "-o", str(tmp_path / "index"),
+                 "--modalities", "audio,text"]) == 0
+    client = TestClient(create_app(served[0], EmbeddingIndex.load(tmp_path / "index")))
+    row = rows[7]  # in the second shard
+    recording = (digits_index.manifest.parent / row["audio"]).read_bytes()
+    whole = client.get(f"/media/{row['id']}/audio")
+    assert whole.status_code == 200 and whole.headers["content-type"] == "audio/flac" and whole.content == recording
+    for asked, part in (("bytes=-10", recording[-10:]), ("bytes=100-", recording[100:]), ("bytes=5-9", recording[5:10])):
+        response = client.get(f"/media/{row['id']}/audio", headers={"range": asked})
+        assert response.status_code == 206 and response.content == part, asked
+        assert response.headers["content-range"].endswith(f"/{len(recording)}")
+    beyond = client.get(f"/media/{row['id']}/audio", headers={"range": f"bytes={len(recording)}-"})
+    assert beyond.status_code == 416
