@@ -220,3 +220,20 @@ def test_files_inside_shards_are_served_with_byte_ranges(digits_index, served, r
         assert response.headers["content-range"].endswith(f"/{len(recording)}")
     beyond = client.get(f"/media/{row['id']}/audio", headers={"range": f"bytes={len(recording)}-"})
     assert beyond.status_code == 416
+
+
+@pytest.mark.cuda
+def test_on_cuda_the_queries_are_scored_on_the_gpu(digits_index, served, monkeypatch):
+    index = served[1]
+    model = load_model(digits_index.model, device="cuda", modalities=towers(index))
+    devices, top = [], EmbeddingIndex.top
+
+    def spy(self, queries, *args, **kwargs):
+        devices.append(queries.device.type)
+        return top(self, queries, *args, **kwargs)
+
+    monkeypatch.setattr(EmbeddingIndex, "top", spy)
+    response = TestClient(create_app(model, index)).get("/api/search", params={"q": "seven", "modality": "audio,image",
+                                                                             "k": 5})
+    assert devices == ["cuda"]
+    assert same(answered(response), expected(served, "seven", "text", ["audio", "image"], 5))
