@@ -77,7 +77,9 @@ class Server:
 
 def timed(client: httpx.Client, send, repeats: int) -> dict:
     """Median and p90 in ms of ``repeats`` requests ``send(client)``, after one warm-up."""
-    send(client).raise_for_status()
+    warm = send(client)
+    if warm.status_code != 200:
+        raise RuntimeError(f"{warm.request.url}: {warm.status_code} {warm.text}")
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
@@ -126,7 +128,7 @@ def synthetic_index(work: Path, rows: int) -> tuple[Path, Path]:
                                     "dim": 512, "loss": {"type": "gram", "anchor": "all"},
                                     "data": {"train": str(TEST_MANIFEST)}}))
     build_model(load_config(run_file)).save_pretrained(work / "model")
-    model = load_model(work / "model", modalities=["audio", "image"])
+    model = load_model(work / "model")
     generator = torch.Generator().manual_seed(rows)
     with IndexWriter(work / "index", model, modalities=["audio", "image"]) as writer:
         for start in range(0, rows, WRITE_BATCH):

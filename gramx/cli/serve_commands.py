@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from gramx.cli.options import Commands, count
 from gramx.index.reader import EmbeddingIndex
+from gramx.model.directory import read_model_config
 from gramx.model.model import load_model
 
 __all__ = ["LOCAL_HOSTS", "towers", "register"]
@@ -15,9 +17,9 @@ __all__ = ["LOCAL_HOSTS", "towers", "register"]
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
-def towers(index: EmbeddingIndex) -> list[str]:
-    """The modalities of the index's model that the server loads: the indexed ones (queries by file) and text."""
-    return [m for m in index.record.model.modalities if m in index.modalities or m == "text"]
+def towers(model: str | Path, index: EmbeddingIndex) -> list[str]:
+    """The modalities of the model at ``model`` that the server loads: the indexed ones (queries by file) and text."""
+    return [m for m in read_model_config(model).modalities if m in index.modalities or m == "text"]
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -27,7 +29,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gramx.serve.app import create_app
 
     index = EmbeddingIndex.load(args.index)
-    model = load_model(args.model, device=args.device or "auto", modalities=towers(index))
+    model = load_model(args.model, device=args.device or "auto", modalities=towers(args.model, index))
     app = create_app(model, index, max_upload=args.max_upload << 20, media=args.media or ())
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"gramx serve: {len(index)} rows of {args.index} on http://{host}:{args.port}/ (model {args.model}, "

@@ -19,8 +19,11 @@ def started(monkeypatch):
     return calls
 
 
-def test_it_loads_the_indexed_towers_and_text(digits_index):
-    assert towers(EmbeddingIndex.load(digits_index.index)) == ["audio", "image", "text"]
+def test_it_loads_the_indexed_towers_and_text(digits_index, tmp_path, one_thread):
+    assert towers(digits_index.model, EmbeddingIndex.load(digits_index.index)) == ["audio", "image", "text"]
+    assert main(["embed", str(digits_index.model), str(digits_index.manifest), "-o", str(tmp_path / "images"),
+                 "--modalities", "image"]) == 0
+    assert towers(digits_index.model, EmbeddingIndex.load(tmp_path / "images")) == ["image", "text"]
 
 
 def test_it_binds_localhost_by_default_and_says_where(digits_index, started, capsys, one_thread):

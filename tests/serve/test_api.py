@@ -25,7 +25,7 @@ from gramx.serve.app import create_app
 @pytest.fixture(scope="module")
 def served(digits_index, one_thread):
     index = EmbeddingIndex.load(digits_index.index)
-    model = load_model(digits_index.model, device="cpu", modalities=towers(index))
+    model = load_model(digits_index.model, device="cpu", modalities=towers(digits_index.model, index))
     return model, index
 
 
@@ -225,7 +225,7 @@ def test_files_inside_shards_are_served_with_byte_ranges(digits_index, served, r
 @pytest.mark.cuda
 def test_on_cuda_the_queries_are_scored_on_the_gpu(digits_index, served, monkeypatch):
     index = served[1]
-    model = load_model(digits_index.model, device="cuda", modalities=towers(index))
+    model = load_model(digits_index.model, device="cuda", modalities=towers(digits_index.model, index))
     devices, top = [], EmbeddingIndex.top
 
     def spy(self, queries, *args, **kwargs):
