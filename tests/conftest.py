@@ -78,34 +78,10 @@ def trained(tmp_path_factory) -> Trained:
     return Trained(folder, model, other, folder / "index", folder / "shards")
 
 
-@dataclass(frozen=True)
-class DigitsIndex:
-    """A digits model (the real audio, image and text plugins), an index of a collection beside its files."""
-
-    model: Path
-    index: Path
-    manifest: Path
-
-
 @pytest.fixture(scope="session")
-def digits_index(tmp_path_factory) -> DigitsIndex:
-    """Trained 2 steps on 32 rows; the index holds 16 test rows (audio, image, text) whose files lie beside it."""
-    import yaml
+def digits_index(tmp_path_factory):
+    """A digits model (the real audio, image and text plugins) and an index of files beside it
+    (:func:`fixture_digits.digits_index_in`)."""
+    from fixture_digits import digits_index_in
 
-    from fixture_digits import digits_collection, digits_run
-    from gramx.cli import main
-    from gramx.train.config import parse_config
-    from gramx.train.loop import train
-
-    folder = tmp_path_factory.mktemp("digits-index")
-    run_file = digits_run(folder, rows=32, optim={"max_steps": 2})
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model = train(parse_config(yaml.safe_load(run_file.read_text()), folder))
-        (folder / "collection").mkdir()
-        manifest = digits_collection(folder / "collection")
-        assert main(["embed", str(model), str(manifest), "-o", str(folder / "index")]) == 0
-    finally:
-        torch.set_num_threads(threads)
-    return DigitsIndex(model, folder / "index", manifest)
+    return digits_index_in(tmp_path_factory.mktemp("digits-index"))

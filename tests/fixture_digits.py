@@ -1,4 +1,4 @@
-"""A small run on the digits data with the real plugins (audio + image + text), for the scale tests.
+"""A small run on the digits data with the real plugins (audio + image + text), for the scale and serve tests.
 
 The encoders are the built-in ones, BatchNorm and all, at the demo's small sizes; every
 source of randomness inside the model (SpecAugment, jitter, dropout) is off unless a test
@@ -12,8 +12,10 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import yaml
 from safetensors.torch import load_file
 
@@ -109,3 +111,31 @@ def altered_copy(model: Path, folder: Path) -> Path:
     data[-1] ^= 1
     weights.write_bytes(bytes(data))
     return folder
+
+
+@dataclass(frozen=True)
+class DigitsIndex:
+    """A digits model, and an index of a collection whose files lie beside its manifest."""
+
+    model: Path
+    index: Path
+    manifest: Path
+
+
+def digits_index_in(folder: Path) -> DigitsIndex:
+    """Train 2 steps on 32 rows (one torch thread), then index :func:`digits_collection` (16 rows) in ``folder``."""
+    from gramx.cli import main
+    from gramx.train.config import parse_config
+    from gramx.train.loop import train
+
+    run_file = digits_run(folder, rows=32, optim={"max_steps": 2})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = train(parse_config(yaml.safe_load(run_file.read_text()), folder))
+        (folder / "collection").mkdir()
+        manifest = digits_collection(folder / "collection")
+        assert main(["embed", str(model), str(manifest), "-o", str(folder / "index")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return DigitsIndex(model, folder / "index", manifest)
