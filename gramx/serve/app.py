@@ -16,6 +16,8 @@
 - ``GET /``: the single page (``static/``).
 
 Errors are JSON ``{"error", "hint"}`` with the messages the CLI prints, never a traceback.
+Searches run in uvicorn's thread pool (a slow one does not hold up the others) on the model
+in eval mode.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 
 from gramx.embed.embedding import embed_values
 from gramx.errors import GramxError
@@ -71,6 +74,7 @@ def create_app(model: GramxModel, index: EmbeddingIndex, max_upload: int = MAX_U
     ``media``: folders besides the index's source folders whose indexed files may be served.
     """
     index.check_model(model)
+    model.eval()  # once, here: requests run in threads and must not switch the mode under one another
     roots = media_roots(index, media)
     app = FastAPI(title="gramx", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(UploadLimit, limit=max_upload)
@@ -129,7 +133,7 @@ def create_app(model: GramxModel, index: EmbeddingIndex, max_upload: int = MAX_U
             path = Path(tmp) / f"query{suffix}"  # the plugin's loader reads a path; the name the client sent is not used
             path.write_bytes(await upload.read())
             try:
-                return answer(str(path), query_modality or "(none)", names, k)
+                return await run_in_threadpool(answer, str(path), query_modality or "(none)", names, k)
             except GramxError as exc:  # name the file as the client sent it, not where it was written
                 raise GramxError(str(exc).replace(str(path), upload.filename or "the upload"), exc.hint) from None
 

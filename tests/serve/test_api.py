@@ -237,3 +237,15 @@ def test_on_cuda_the_queries_are_scored_on_the_gpu(digits_index, served, monkeyp
                                                                              "k": 5})
     assert devices == ["cuda"]
     assert same(answered(response), expected(served, "seven", "text", ["audio", "image"], 5))
+
+
+def test_searches_at_once_answer_as_one_at_a_time(client, served):
+    """Requests run in threads on one model: it stays in eval mode (no BatchNorm statistics of a query)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    queries = ["seven", "the digit two", "nine", "a hand signs four"] * 2
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda q: answered(client.get("/api/search", params={"q": q, "k": 3})), queries))
+    assert not served[0].training
+    for q, answer in zip(queries, answers):
+        assert same(answer, expected(served, q, "text", None, 3))
