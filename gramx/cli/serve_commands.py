@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from pathlib import Path
 
 from gramx.cli.options import Commands, count
+from gramx.errors import GramxError
 from gramx.index.reader import EmbeddingIndex
 from gramx.model.directory import read_model_config
 from gramx.model.model import load_model
 
-__all__ = ["LOCAL_HOSTS", "towers", "register"]
+__all__ = ["LOCAL_HOSTS", "towers", "check_address", "register"]
 
 #: Addresses only this machine can reach.
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -22,12 +24,25 @@ def towers(model: str | Path, index: EmbeddingIndex) -> list[str]:
     return [m for m in read_model_config(model).modalities if m in index.modalities or m == "text"]
 
 
+def check_address(host: str, port: int) -> None:
+    """Refuse an address this machine cannot listen on (taken, or not its own) before the model loads."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        raise GramxError(f"cannot listen on {host}:{port} ({exc.strerror or exc})",
+                         hint="choose another --port, or stop what listens there") from None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve searches of an index with the model that made it, and the page that makes them."""
     import uvicorn
 
     from gramx.serve.app import create_app
 
+    check_address(args.host, args.port)
     index = EmbeddingIndex.load(args.index)
     model = load_model(args.model, device=args.device or "auto", modalities=towers(args.model, index))
     app = create_app(model, index, max_upload=args.max_upload << 20, media=args.media or ())

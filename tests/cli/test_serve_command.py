@@ -57,3 +57,16 @@ def test_a_folder_that_is_not_an_index_is_refused(digits_index, started, capsys,
     assert main(["serve", str(digits_index.model), "--index", str(tmp_path)]) == 1
     assert f"{tmp_path} is not an embedding index" in capsys.readouterr().err
     assert not started
+
+
+def test_a_port_in_use_is_refused_before_the_model_loads(digits_index, started, capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", str(digits_index.model), "--index", str(digits_index.index), "--port", str(port)]) == 1
+    err = capsys.readouterr().err
+    assert f"gramx: error: cannot listen on 127.0.0.1:{port}" in err and "hint: choose another --port" in err
+    assert not started

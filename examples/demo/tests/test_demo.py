@@ -87,6 +87,7 @@ def test_quick_demo_indexes_the_test_split_and_says_how_to_serve_it(quick_report
     assert model.startswith(str(out)) and media == str(DATA)
     opened = EmbeddingIndex.load(index)
     results = json.loads((out / "results.json").read_text())
+    assert results["digits"]["serve"] == " ".join(command)
     assert len(opened) == results["digits"]["test_tuples"] and opened.sources[0].parent.is_dir()
 
 
