@@ -128,6 +128,10 @@ def create_app(model: GramxModel, index: EmbeddingIndex, max_upload: int = MAX_U
         if upload is None or isinstance(upload, str):
             raise GramxError("no file uploaded", hint="send a form with a file and its query_modality")
         names, k = _names(str(form.get("modality") or "")), _k(form.get("k"))
+        queried = model.modalities.get(query_modality)
+        if queried is not None and not queried.value_is_path and queried.resolve is None:
+            raise GramxError(f"a {query_modality} query is its value, not a file",
+                             hint="send it as text: GET /api/search?q=...")
         suffix = Path(upload.filename or "").suffix[:16]
         with tempfile.TemporaryDirectory(prefix="gramx-serve-") as tmp:
             path = Path(tmp) / f"query{suffix}"  # the plugin's loader reads a path; the name the client sent is not used

@@ -177,6 +177,7 @@ def test_errors_carry_the_clis_messages(client, digits_index, capsys):
 
 @pytest.mark.parametrize("data, message", [
     ({"query_modality": "smell"}, "this server cannot embed a smell query"),
+    ({"query_modality": "text"}, "a text query is its value, not a file"),
     ({"query_modality": "audio", "k": "0"}, "k must be between 1 and 1000, got 0"),
 ])
 def test_a_wrong_modality_or_k_is_a_clear_error(client, data, message):
