@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fastapi.responses import JSONResponse
+
 from gramx.errors import GramxError
 
 __all__ = ["MAX_UPLOAD", "MAX_K", "UploadTooLarge", "UploadLimit"]
@@ -32,10 +34,9 @@ class UploadLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length", b"0")
         if not declared.isdigit() or int(declared) > self.limit:
-            from fastapi.responses import JSONResponse
-
-            error = UploadTooLarge(self.limit)
-            return await JSONResponse({"error": str(error), "hint": error.hint}, status_code=413)(scope, receive, send)
+            error = UploadTooLarge(self.limit) if declared.isdigit() else GramxError("Content-Length is not a number")
+            status = 413 if declared.isdigit() else 400
+            return await JSONResponse({"error": str(error), "hint": error.hint}, status_code=status)(scope, receive, send)
         seen = 0
 
         async def counted():
