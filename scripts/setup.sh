@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv if missing and install whatever is lacking: gramx, its plugins, the system
-# library open3d needs. Re-running with nothing changed returns in about a second.
+# packages (libusb for open3d, chromium for the browser test). Re-running with nothing changed returns in about a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,10 +8,15 @@ PYTHON=${PYTHON:-python3}
 VENV=.venv
 STAMP=$VENV/.gramx-setup
 
-if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then
-    echo "setup: installing libusb-1.0-0 (needed by open3d)"
+# System packages: libusb for open3d; Debian's chromium for the browser test of `gramx serve`
+# (driven by playwright with executable_path; never `playwright install`).
+missing=()
+ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0' || missing+=(libusb-1.0-0)
+command -v chromium >/dev/null || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]} with apt"
     if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
-    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq libusb-1.0-0 >/dev/null
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 [ -x "$VENV/bin/python" ] || { echo "setup: creating $VENV"; "$PYTHON" -m venv "$VENV"; }

@@ -1,5 +1,5 @@
 """Fixtures the core tests share: the fixture plugin, a free port, a model (built, or trained with its index and
-shards), the example third-party plugins installed.
+shards), a digits model with an index of real files, the example third-party plugins installed.
 
 (``one_thread`` is the repository's, in the root ``conftest.py``.) The modalities, data
 makers and subprocess helpers the fixtures use live in :mod:`fixture_modalities`.
@@ -134,3 +134,12 @@ def imu_csv(tmp_path) -> Path:
     path = tmp_path / "walk.csv"
     np.savetxt(path, np.random.default_rng(0).normal(size=(40, 6)), delimiter=",")
     return path
+
+
+@pytest.fixture(scope="session")
+def digits_index(tmp_path_factory):
+    """A digits model (the real audio, image and text plugins) and an index of files beside it
+    (:func:`fixture_digits.digits_index_in`)."""
+    from fixture_digits import digits_index_in
+
+    return digits_index_in(tmp_path_factory.mktemp("digits-index"))

@@ -1,4 +1,4 @@
-"""A small run on the digits data with the real plugins (audio + image + text), for the scale tests.
+"""A small run on the digits data with the real plugins (audio + image + text), for the scale and serve tests.
 
 The encoders are the built-in ones, BatchNorm and all, at the demo's small sizes; every
 source of randomness inside the model (SpecAugment, jitter, dropout) is off unless a test
@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import yaml
 from safetensors.torch import load_file
 
@@ -84,3 +87,55 @@ def largest_difference(a: Path, b: Path) -> tuple[float, str]:
     wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
     assert wa.keys() == wb.keys()
     return max(((wa[k].double() - wb[k].double()).abs().max().item(), k) for k in wa)
+
+
+def digits_collection(folder: Path, rows: int = 16) -> Path:
+    """A manifest of the first ``rows`` test rows that have audio and image, their files copied beside it
+    (relative paths, so the folder is the index's source folder); returns the manifest."""
+    records = [json.loads(line) for line in (DIGITS / "test.jsonl").read_text().splitlines()]
+    records = [r for r in records if "audio" in r and "image" in r][:rows]
+    for record in records:
+        for name in ("audio", "image"):
+            (folder / record[name]).parent.mkdir(parents=True, exist_ok=True)
+            (folder / record[name]).write_bytes((DIGITS / record[name]).read_bytes())
+    manifest = folder / "test.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return manifest
+
+
+def altered_copy(model: Path, folder: Path) -> Path:
+    """A copy of the model directory ``model`` at ``folder`` with one bit of its weights flipped (another fingerprint)."""
+    shutil.copytree(model, folder)
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    return folder
+
+
+@dataclass(frozen=True)
+class DigitsIndex:
+    """A digits model, and an index of a collection whose files lie beside its manifest."""
+
+    model: Path
+    index: Path
+    manifest: Path
+
+
+def digits_index_in(folder: Path) -> DigitsIndex:
+    """Train 2 steps on 32 rows (one torch thread), then index :func:`digits_collection` (16 rows) in ``folder``."""
+    from gramx.cli import main
+    from gramx.train.config import parse_config
+    from gramx.train.loop import train
+
+    run_file = digits_run(folder, rows=32, optim={"max_steps": 2})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = train(parse_config(yaml.safe_load(run_file.read_text()), folder))
+        (folder / "collection").mkdir()
+        manifest = digits_collection(folder / "collection")
+        assert main(["embed", str(model), str(manifest), "-o", str(folder / "index")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return DigitsIndex(model, folder / "index", manifest)

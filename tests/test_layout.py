@@ -26,6 +26,8 @@ MIRROR_EXCEPTIONS = {
     "gramx/__main__.py": None,  # `python -m gramx` calls gramx.cli.main; run by tests/cli/test_plugin_commands.py
     # test_config.py is losses/config.py's: pytest cannot import two test modules of one basename
     "gramx/train/config.py": "tests/train/test_run_config.py",
+    # test_app.py is cli/app.py's; the service's app is tested through its API
+    "gramx/serve/app.py": "tests/serve/test_api.py",
 }
 
 

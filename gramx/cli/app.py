@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gramx.cli import index_commands, plugin_commands, train_commands
+from gramx.cli import index_commands, plugin_commands, serve_commands, train_commands
 from gramx.cli.options import Commands
 from gramx.errors import GramxError
 from gramx.plugins.host import get_host
@@ -26,6 +26,7 @@ examples:
   gramx eval runs/digits/model examples/data/digits/test.jsonl --classes examples/classes-digits.txt
   gramx embed runs/digits/model examples/data/digits/test.jsonl -o runs/digits/index
   gramx search runs/digits/model --index runs/digits/index --query "seven" --modality audio,image
+  gramx serve runs/digits/model --index runs/digits/index    search it in a browser at http://127.0.0.1:8000/
   gramx extend add runs/digits-a/model examples/extend-add-audio.yaml
   gramx export runs/digits/model -o shared/digits   a copy that carries its pretrained folders
   gramx shards examples/data/digits/train.jsonl -o runs/digits-shards --shard-size 100
@@ -36,7 +37,7 @@ command line (arguments, --set) against the working folder. Nothing is ever writ
 or folder gramx did not make, unless you pass --overwrite."""
 
 #: The groups of gramx's own commands.
-GROUPS = (plugin_commands, train_commands, index_commands)
+GROUPS = (plugin_commands, train_commands, index_commands, serve_commands)
 
 
 def build_parser(plugin_commands: bool = True) -> argparse.ArgumentParser:

@@ -55,7 +55,7 @@ def answer_queries(model: GramxModel, index: EmbeddingIndex, queries: Iterator[t
     names = index.candidates(modality, names)
     ctx = ctx or DistContext()
     while block := list(islice(queries, QUERY_BLOCK)):
-        vectors = embed_values(model, modality, [value for _, value in block], base=base)
+        vectors = embed_values(model, modality, [value for _, value in block], base=base).to(model.device)
         score, values, positions = index.top(vectors, names, k, part=ctx.rank, parts=ctx.world_size)
         if ctx.distributed:
             parts = all_gather_object((values, positions))

@@ -77,6 +77,11 @@ class EmbeddingIndex:
         """The score of the model that made the index, which ranks tuples."""
         return self.record.model.score
 
+    @property
+    def sources(self) -> list[Path]:
+        """The manifests or shard folders the index's segments were embedded from, as recorded then."""
+        return [Path(s.meta["source"]) for s in self.segments if s.meta.get("source")]
+
     def rows_with(self, name: str) -> int:
         """How many rows have a vector of modality ``name``."""
         return sum(int(s.present[name].sum()) for s in self.segments if s.rows)
@@ -175,13 +180,14 @@ class EmbeddingIndex:
 
     def query(self, model: GramxModel, value: Any, modality: str, names: Sequence[str] | None = None,
               k: int = 10) -> tuple[str, list[Hit]]:
-        """Embed one ``value`` of ``modality`` with ``model`` (checked to be the index's) and search for it.
+        """Embed one ``value`` of ``modality`` with ``model`` (checked to be the index's) and search for it
+        on the model's device.
 
         ``names``: the candidate modalities (default: every indexed one but the query's).
         """
         self.check_model(model)
         candidates = self.candidates(modality, names)
-        score, hits = self.search(embed_values(model, modality, [value]), candidates, k=k)
+        score, hits = self.search(embed_values(model, modality, [value]).to(model.device), candidates, k=k)
         return score, hits[0]
 
     def find(self, rid: str) -> tuple[int, dict[str, Any]] | None:

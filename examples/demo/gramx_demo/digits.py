@@ -41,6 +41,7 @@ class DigitsOptions:
     glyph: bool | None = None  # None: use it when the plugin is installed
     progress: bool = True
     map_method: str = "tsne"
+    final: Path | None = None  # where ``out`` is moved when the demo ends (default: ``out``)
 
 
 @dataclass
@@ -54,6 +55,7 @@ class DigitsResult:
     figures: dict[str, Path] = field(default_factory=dict)
     tables: dict[str, tuple[list[list], list[str]]] = field(default_factory=dict)
     config: dict = field(default_factory=dict)
+    serve: str = ""  # the command that serves the index of the test split
 
 
 def glyph_available() -> bool:
@@ -184,6 +186,9 @@ def run_digits(opts: DigitsOptions, timings: Timings) -> DigitsResult:
             model = load_model(path)
             result.analyses[label] = analyse(model, test, classes=opts.classes, template=opts.template,
                                              progress=opts.progress, seed=opts.seed)
+        if label == "GRAM":
+            with timings("digits: index the test split"):
+                result.serve = index_test_split(model, result.analyses[label].embeddings, test, opts)
     build_tables(result)
     print_tables(result)
     with timings("digits: figures"):
@@ -201,6 +206,21 @@ def run_digits(opts: DigitsOptions, timings: Timings) -> DigitsResult:
             {m: _map_panel(a, opts.seed) for m, a in result.analyses.items()}, opts.classes,
             figures / "embedding-map.png", method=opts.map_method, seed=opts.seed)
     return result
+
+
+def index_test_split(model, embeddings, test: Path, opts: DigitsOptions) -> str:
+    """Write the test split's embeddings as an index (``work/digits/index``); returns the command serving it."""
+    import shlex
+
+    from gramx.index.writer import IndexWriter
+
+    final = opts.final or opts.out
+    moved = lambda path: final / path.resolve().relative_to(opts.out.resolve())  # noqa: E731 - where it ends up
+    folder = opts.out / "work" / "digits" / "index"
+    with IndexWriter(folder, model, source=moved(test)) as writer:  # the manifest's folder holds the glyphs
+        writer.add(embeddings)
+    return (f"gramx serve {shlex.quote(str(moved(model.source)))} --index {shlex.quote(str(moved(folder)))} "
+            f"--media {shlex.quote(str(opts.data))}")
 
 
 def _map_panel(analysis: Analysis, seed: int, per_modality: int = 200) -> dict:

@@ -37,7 +37,7 @@ def _write_results(out: Path, timings: Timings, digits, objectives, media, shape
     if digits is not None:
         results["digits"] = {
             "modalities": digits.modalities, "train_tuples": digits.train_rows, "test_tuples": digits.test_rows,
-            "steps": digits.steps, "config": digits.config,
+            "steps": digits.steps, "config": digits.config, "serve": digits.serve,
             "models": {m: a.report for m, a in digits.analyses.items()},
             "figures": {k: str(v.relative_to(out)) for k, v in digits.figures.items()},
         }
@@ -82,14 +82,17 @@ def run_demo(args: argparse.Namespace) -> int:
     final: Path = args.output.expanduser().resolve()
     check_output(final, REPORT, args.overwrite)  # before minutes of work
     with atomic_directory(final, REPORT, args.overwrite) as out:
-        report = _run_stages(args, stages, data, out, final, started)
+        report, digits = _run_stages(args, stages, data, out, final, started)
     say(f"\nreport: {final / report.relative_to(out)}")
+    if digits is not None:
+        say(f"search the digits test split in a browser (then open http://127.0.0.1:8000/):\n  {digits.serve}")
     return 0
 
 
 def _run_stages(args: argparse.Namespace, stages: tuple[str, ...], data: Path, out: Path, final: Path,
-                started: tuple[float, float]) -> Path:
-    """Run the stages, writing into ``out`` (renamed to ``final`` afterwards); returns report.md."""
+                started: tuple[float, float]) -> tuple[Path, object]:
+    """Run the stages, writing into ``out`` (renamed to ``final`` afterwards); returns report.md and the
+    digits stage's result (None when it did not run)."""
     timings = Timings()
     progress = not args.no_progress
     say(f"gramx demo: stage(s) {', '.join(stages)}; report in {final}"
@@ -104,6 +107,7 @@ def _run_stages(args: argparse.Namespace, stages: tuple[str, ...], data: Path, o
             out=out, data=data, classes=read_classes(classes_file),
             template=args.template, epochs=args.epochs or (3 if args.quick else 5), seed=args.seed,
             quick=args.quick, glyph=False if args.no_glyph else None, progress=progress, map_method=args.map,
+            final=final,
         )
         say("\n=== stage 1: digits (GRAM vs pairwise) ===")
         digits = run_digits(opts, timings)
@@ -139,4 +143,4 @@ def _run_stages(args: argparse.Namespace, stages: tuple[str, ...], data: Path, o
     say("\nTiming (wall s / CPU s of this process)")
     say(format_table([[k, f"{w:.1f}", f"{c:.1f}"] for k, (w, c) in timings.steps.items()],
                      ["step", "wall s", "CPU s"]))
-    return report
+    return report, digits

@@ -77,6 +77,20 @@ def test_quick_demo_writes_report_and_figures(quick_report):
         assert heading in stdout
 
 
+def test_quick_demo_indexes_the_test_split_and_says_how_to_serve_it(quick_report):
+    from gramx.index.reader import EmbeddingIndex
+
+    out, stdout, _ = quick_report
+    command = stdout.split("search the digits test split in a browser", 1)[1].splitlines()[1].split()
+    assert command[:2] == ["gramx", "serve"] and f"```\n{' '.join(command)}\n```" in (out / "report.md").read_text()
+    model, index, media = command[2], command[command.index("--index") + 1], command[command.index("--media") + 1]
+    assert model.startswith(str(out)) and media == str(DATA)
+    opened = EmbeddingIndex.load(index)
+    results = json.loads((out / "results.json").read_text())
+    assert results["digits"]["serve"] == " ".join(command)
+    assert len(opened) == results["digits"]["test_tuples"] and opened.sources[0].parent.is_dir()
+
+
 def test_quick_demo_metrics_far_above_chance(quick_report):
     out, _, _ = quick_report
     results = json.loads((out / "results.json").read_text())

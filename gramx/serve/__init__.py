@@ -1,0 +1,1 @@
+"""``gramx serve``: a search service and a web page over an index (:func:`gramx.serve.app.create_app`)."""
