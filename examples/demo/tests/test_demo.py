@@ -15,6 +15,7 @@ import soundfile as sf
 
 from gramx_demo.clips import ClipSpec, extract_audio, read_clip, write_clip, write_srt
 from gramx_demo.common import LOSSES, default_data_dir
+from gramx_demo.objectives import TASKS
 
 DATA = default_data_dir()
 PHOTO = DATA / "image" / "0_img_5266.jpg"
@@ -26,6 +27,18 @@ def test_demo_command_is_registered():
 
     args = build_parser().parse_args(["demo", "--quick", "-o", "somewhere"])
     assert args.quick and args.stage == ("digits", "objectives") and callable(args.func)
+
+
+def test_the_scratch_run_files_start_from_nothing_with_batch_normalised_heads():
+    from gramx.train.config import load_config
+
+    scratch = [task for task in TASKS if task.endswith("-scratch")]
+    assert scratch
+    for task in scratch:
+        run_file, fine_tune = TASKS[task]
+        config = load_config(run_file)
+        assert not fine_tune and config.init is None, task
+        assert all(modality.head.batch_norm for modality in config.modalities.values()), task
 
 
 def test_class_prompt_labels_never_overlap():
