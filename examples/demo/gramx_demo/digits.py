@@ -1,4 +1,4 @@
-"""The digits stage: GRAM vs pairwise InfoNCE on spoken digits, sign photos, captions (and
+"""The digits stage: GRAM (its recipe), pairwise InfoNCE and Symile on spoken digits, sign photos, captions (and
 handwritten glyphs when the glyph example plugin is installed)."""
 
 from __future__ import annotations

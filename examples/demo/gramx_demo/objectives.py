@@ -41,6 +41,9 @@ OBJECTIVES = {
     "PMRL": ["loss.type=pmrl", "loss.temperature=0.1"],  # the authors' regulariser temperature
     "ConFu": ["loss.type=confu"],
     "gated Symile": ["loss.type=gated_symile", "loss.temperature=1.0"],  # the authors' initial logit scale, 1
+    # candidates for one recipe on every task: the joint product with a pairwise term
+    "Symile + 0.5 pairwise": ["loss.type=symile", "loss.pairwise_weight=0.5"],
+    "gated Symile + 0.5 pairwise": ["loss.type=gated_symile", "loss.temperature=1.0", "loss.pairwise_weight=0.5"],
 }
 
 #: The subset `gramx demo` runs (the rest: benchmarks/bench_objectives.py).

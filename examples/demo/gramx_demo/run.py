@@ -105,7 +105,7 @@ def _run_stages(args: argparse.Namespace, stages: tuple[str, ...], data: Path, o
             template=args.template, epochs=args.epochs or (3 if args.quick else 5), seed=args.seed,
             quick=args.quick, glyph=False if args.no_glyph else None, progress=progress, map_method=args.map,
         )
-        say("\n=== stage 1: digits (GRAM vs pairwise) ===")
+        say("\n=== stage 1: digits (GRAM recipe, pairwise, Symile) ===")
         digits = run_digits(opts, timings)
     if "objectives" in stages:
         from gramx_demo.objectives import run_objectives

@@ -95,17 +95,17 @@ def test_quick_demo_metrics_far_above_chance(quick_report):
     assert set(digits["models"]) == set(LOSSES)
     others = ",".join(sorted(n for n in digits["modalities"] if n != "text"))
     # chance is 10% for zero-shot and P@1 (ten balanced classes)
-    # (the quick run trains 36 steps; the GRAM + pairwise model's audio lags most at that budget)
-    for name, audio in (("pairwise", 30), ("GRAM + pairwise", 20)):
+    # (the quick run trains 36 steps; the GRAM model's audio lags most at that budget)
+    for name, audio in (("pairwise", 30), ("GRAM + warm-up", 20)):
         model = digits["models"][name]
         assert model["zeroshot"]["audio"] > audio, name
         assert model["zeroshot"]["image"] > 30, name
         assert model["retrieval"]["text->image"]["R@1"] > 40, name
         assert model["nway"][f"text->({others})"]["R@1"] > 40, name
     # every model is evaluated on the same pairs, with cosine-sum n-way scores next to volume ones
-    gram = digits["models"]["GRAM"]
+    pairwise = digits["models"]["pairwise"]
     for model in digits["models"].values():
-        assert set(model["retrieval"]) == set(gram["retrieval"])
+        assert set(model["retrieval"]) == set(pairwise["retrieval"])
         assert set(model["nway_cosine"]) == set(model["nway"])
         for metrics in model["retrieval"].values():
             assert 0 <= metrics["mAP"] <= 100
@@ -170,7 +170,7 @@ def test_quick_media_and_shapes_stages(tmp_path):
         if stage == "media":
             clips = sorted((out / "work" / "media" / "clips-test").glob("*.mp4"))
             assert clips and all(c.with_suffix(".srt").is_file() and c.with_suffix(".wav").is_file() for c in clips)
-    assert 'search "seven" with the GRAM model' in stdout["media"]
+    assert 'search "seven" with the GRAM + warm-up model' in stdout["media"]
     assert "rank  clip" in stdout["media"]  # a ranked result table
     report = (out / "report.md").read_text()  # the second run replaced the first run's report
     assert "3-D shapes" in report and not (out / "work" / "media").exists()
