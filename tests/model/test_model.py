@@ -189,7 +189,9 @@ def test_a_batch_norm_head_cannot_collapse_and_keeps_its_statistics(tmp_path, fi
     torch.testing.assert_close(standardised.std(0, unbiased=False), torch.ones(8), atol=1e-2, rtol=0)
     model.eval()
     before = embed_manifest(model, tmp_path / "train.jsonl")
-    after = embed_manifest(gramx.load_model(model.save_pretrained(tmp_path / "model")), tmp_path / "train.jsonl")
+    path = model.save_pretrained(tmp_path / "model")
+    assert "| linear, batch norm -> 8 |" in (path / "README.md").read_text()
+    after = embed_manifest(gramx.load_model(path), tmp_path / "train.jsonl")
     assert torch.equal(before.feats["vector"], after.feats["vector"])  # the running statistics are saved
     with pytest.raises(ConfigError, match="identity head has no layers"):
         parse_config({**data, "modalities": {**data["modalities"], "vector": {"head": {"identity": True,
