@@ -39,9 +39,9 @@ HOW_TO_READ = """\
   digit. **mAP**: mean average precision over all items of the right digit (100 = all of
   them ranked before any wrong one). Chance is about 10 for both.
 - **N-way retrieval** asks one modality to find the right *tuple* of all the others, e.g. a
-  recording against (photo, caption) pairs. *volume* scores a tuple by the Gram volume of
-  the query with it (GRAM's own score), *cosine-sum* by adding the cosine similarities of
-  the query to each member.
+  recording against (photo, caption) pairs. Each model scores a tuple by its own similarity
+  (*volume*: the Gram volume of the query with it; *cosine*; *mip*: Symile's multilinear
+  product), *cosine-sum* by adding the cosine similarities of the query to each member.
 - **Zero-shot classification**: each test recording / photo is given the digit whose text
   prompt (e.g. "the digit seven") lies closest to it. No classifier was trained: the digit
   is read off the shared space.
