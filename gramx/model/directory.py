@@ -210,6 +210,7 @@ def model_card(config: ModelConfig) -> str:
     ]
     for name, spec in config.modalities.items():
         head = "identity" if spec.head.identity else f"MLP {spec.head.hidden}" if spec.head.hidden else "linear"
+        head += ", batch norm" if spec.head.batch_norm else ""
         lora = f" (LoRA r={spec.lora.r} on the encoder)" if spec.lora else ""
         lines.append(
             f"| {name} | {spec.plugin.distribution or spec.plugin.name or '-'} | {spec.plugin.version or '-'} "

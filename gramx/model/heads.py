@@ -13,7 +13,11 @@ __all__ = ["ProjectionHead", "Projector"]
 
 
 class ProjectionHead(nn.Module):
-    """Linear map (``hidden=0``), 2-layer MLP or identity from encoder features to the shared space."""
+    """Linear map (``hidden=0``), 2-layer MLP or identity from encoder features to the shared space.
+
+    With ``batch_norm`` the output is standardised per dimension over the batch (no affine
+    parameters, so no scale can shrink to zero): embeddings cannot collapse to one vector.
+    """
 
     def __init__(self, in_dim: int, out_dim: int, cfg: HeadConfig):
         super().__init__()
@@ -28,6 +32,8 @@ class ProjectionHead(nn.Module):
             )
         else:
             self.net = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(in_dim, out_dim))
+        if cfg.batch_norm:
+            self.net.append(nn.BatchNorm1d(out_dim, affine=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

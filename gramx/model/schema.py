@@ -31,11 +31,16 @@ class HeadConfig(Section):
         False, description="no head: the encoder's features are already in the shared space (e.g. an imported "
         "CLIP tower, whose features are its own projection); they must have `dim` features"
     )
+    batch_norm: bool = Field(
+        False, description="standardise each output dimension over the batch (BatchNorm, no affine; running "
+        "statistics at inference) before the L2 normalisation: the modality's embeddings cannot collapse to one "
+        "vector, which lets joint objectives train from scratch"
+    )
 
     @model_validator(mode="after")
     def _check_identity(self) -> "HeadConfig":
-        if self.identity and self.hidden:
-            raise ValueError("an identity head has no hidden layer: set hidden to 0 or identity to false")
+        if self.identity and (self.hidden or self.batch_norm):
+            raise ValueError("an identity head has no layers: set hidden to 0, batch_norm to false or identity to false")
         return self
 
 

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 import gramx
 from gramx.train.config import parse_config
-from gramx.errors import GramxError, PluginError
+from gramx.errors import ConfigError, GramxError, PluginError
 from gramx.model.model import GramxModel
 from gramx.train.config import build_model
 from gramx.embed import embed_manifest, embed_values
@@ -176,3 +176,23 @@ def test_loading_only_some_modalities_needs_only_their_plugins(tmp_path, fixture
     assert set(json.loads((tmp_path / "smaller" / "config.json").read_text())["modalities"]) == {"vector", "text"}
     smaller = embed_manifest(gramx.load_model(tmp_path / "smaller"), tmp_path / "val.jsonl")
     assert torch.equal(smaller.feats["vector"], full.feats["vector"])
+
+
+def test_a_batch_norm_head_cannot_collapse_and_keeps_its_statistics(tmp_path, fixture_plugins):
+    data = run_config(tmp_path)
+    data["modalities"]["vector"]["head"] = {"batch_norm": True}
+    torch.manual_seed(0)
+    model = build_model(parse_config(data, tmp_path)).train()
+    shifted = 5 + torch.randn(6, 16)
+    standardised = model.heads["vector"](shifted)
+    torch.testing.assert_close(standardised.mean(0), torch.zeros(8), atol=1e-5, rtol=0)
+    torch.testing.assert_close(standardised.std(0, unbiased=False), torch.ones(8), atol=1e-2, rtol=0)
+    model.eval()
+    before = embed_manifest(model, tmp_path / "train.jsonl")
+    path = model.save_pretrained(tmp_path / "model")
+    assert "| linear, batch norm -> 8 |" in (path / "README.md").read_text()
+    after = embed_manifest(gramx.load_model(path), tmp_path / "train.jsonl")
+    assert torch.equal(before.feats["vector"], after.feats["vector"])  # the running statistics are saved
+    with pytest.raises(ConfigError, match="identity head has no layers"):
+        parse_config({**data, "modalities": {**data["modalities"], "vector": {"head": {"identity": True,
+                                                                                    "batch_norm": True}}}}, tmp_path)

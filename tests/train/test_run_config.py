@@ -44,7 +44,7 @@ def test_unknown_top_level_section(tmp_path, fixture_plugins):
 def test_unknown_head_key_inside_a_modality(tmp_path, fixture_plugins):
     data = run_config(tmp_path)
     data["modalities"]["vector"]["head"] = {"hiden": 4}
-    with pytest.raises(ConfigError, match=r"'modalities.vector.head.hiden'; allowed keys: dropout, hidden, identity, in_dim"):
+    with pytest.raises(ConfigError, match=r"'modalities.vector.head.hiden'; allowed keys: batch_norm, dropout, hidden, identity, in_dim"):
         parse_config(data, tmp_path)
 
 

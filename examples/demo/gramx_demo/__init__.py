@@ -3,7 +3,7 @@
 Installed, this distribution adds the ``demo`` sub-command through the ``gramx`` entry point
 ``demo = "gramx_demo"`` (hook ``gramx_register_commands``)::
 
-    gramx demo                      # digits (GRAM vs pairwise) + objectives (a subset, joint tasks)
+    gramx demo                      # digits (GRAM recipe, pairwise, Symile) + objectives (a subset, joint tasks)
     gramx demo --stage objectives   # TRIANGLE, Symile and pairwise where both modalities are needed
     gramx demo --stage media        # MP4 clips (video + AAC audio) + SRT subtitles + text
     gramx demo --stage shapes       # synthetic 3-D shapes: depth + point cloud + text

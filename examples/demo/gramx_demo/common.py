@@ -38,17 +38,19 @@ EXAMPLES = Path(__file__).resolve().parents[2]
 
 
 #: The objectives every stage compares, in training order: label -> the run file's ``loss`` section.
-#: "GRAM + pairwise" adds a 0.5-weighted pairwise InfoNCE term to the volume loss: the volume
-#: alone cannot tell a vector from its negative and is flat at the random start (see report.md).
+#: GRAM is trained with its recipe from scratch: every modality anchors in turn and a pairwise
+#: term fades out over the first 150 of the digits stage's 230 steps (the volume alone cannot
+#: tell a vector from its negative and is flat at the random start; see report.md). Symile is
+#: the joint peer.
 LOSSES = {
-    "GRAM": {"type": "gram", "anchor": "text"},
-    "GRAM + pairwise": {"type": "gram", "anchor": "text", "pairwise_weight": 0.5},
+    "GRAM + warm-up": {"type": "gram", "anchor": "all", "pairwise_warmup": 150},
     "pairwise": {"type": "pairwise", "anchor": "text"},
+    "Symile": {"type": "symile"},
 }
 
 
 def run_name(label: str) -> str:
-    """A folder name for a model label: ``"GRAM + pairwise"`` -> ``"gram-pairwise"``."""
+    """A folder name for a model label: ``"GRAM + warm-up"`` -> ``"gram-warm-up"``."""
     return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
 
 

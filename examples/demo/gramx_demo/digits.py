@@ -1,4 +1,4 @@
-"""The digits stage: GRAM vs pairwise InfoNCE on spoken digits, sign photos, captions (and
+"""The digits stage: GRAM (its recipe), pairwise InfoNCE and Symile on spoken digits, sign photos, captions (and
 handwritten glyphs when the glyph example plugin is installed)."""
 
 from __future__ import annotations
@@ -134,7 +134,8 @@ def build_tables(result: DigitsResult) -> None:
             row += [f"{_fmt(vol.get('R@1', float('nan')))} / {_fmt(vol.get('mAP', float('nan')))}",
                     f"{_fmt(cos.get('R@1', float('nan')))} / {_fmt(cos.get('mAP', float('nan')))}"]
         rows.append(row)
-    header = ["query → tuple"] + [f"{m} {s} P@1 / mAP" for m in models for s in ("volume", "cosine-sum")]
+    header = ["query → tuple"] + [f"{m} {s} P@1 / mAP" for m in models
+                                  for s in (result.analyses[m].report["score"], "cosine-sum")]
     result.tables["nway"] = (rows, header)
 
     rows = [[name] + [_fmt(result.analyses[m].report["zeroshot"].get(name, float("nan"))) for m in models]

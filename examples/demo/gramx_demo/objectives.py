@@ -8,7 +8,9 @@ Three tasks on the digits data (examples/compose, test split; train split for tr
   alone; the (audio, image) pair classified among the ten captions (chance 10%).
 
 The two joint tasks fine-tune a base space (examples/compose/base.yaml: the plain digits,
-pairwise InfoNCE, same seed), as GRAM fine-tunes a pairwise-pretrained model; every
+pairwise InfoNCE, same seed), as GRAM fine-tunes a pairwise-pretrained model; their
+``-scratch`` variants train from scratch with their own run files (examples/compose/*-scratch.yaml:
+GRAM + 0.5 pairwise for composition; batch-normalised heads and 40 epochs for modsum). Every
 objective gets the same encoders, budget and seeds, and is scored by its own similarity
 (``score``) with the cosine-sum beside it. ``gramx demo`` runs a subset;
 ``python benchmarks/bench_objectives.py`` the full table.
@@ -39,6 +41,9 @@ OBJECTIVES = {
     "PMRL": ["loss.type=pmrl", "loss.temperature=0.1"],  # the authors' regulariser temperature
     "ConFu": ["loss.type=confu"],
     "gated Symile": ["loss.type=gated_symile", "loss.temperature=1.0"],  # the authors' initial logit scale, 1
+    # candidates for one recipe on every task: the joint product with a pairwise term
+    "Symile + 0.5 pairwise": ["loss.type=symile", "loss.pairwise_weight=0.5"],
+    "gated Symile + 0.5 pairwise": ["loss.type=gated_symile", "loss.temperature=1.0", "loss.pairwise_weight=0.5"],
 }
 
 #: The subset `gramx demo` runs (the rest: benchmarks/bench_objectives.py).
@@ -49,10 +54,12 @@ TASKS = {
     "digits": (COMPOSE / "base.yaml", False),
     "composition": (COMPOSE / "composition.yaml", True),
     "modsum": (COMPOSE / "modsum.yaml", True),
+    "composition-scratch": (COMPOSE / "composition-scratch.yaml", False),
+    "modsum-scratch": (COMPOSE / "modsum-scratch.yaml", False),
 }
 
 #: task -> the headline measure's chance level (percent): 100 composition labels, 10 sums
-CHANCE = {"digits": 10.0, "composition": 1.0, "modsum": 10.0}
+CHANCE = {"digits": 10.0, "composition": 1.0, "modsum": 10.0, "composition-scratch": 1.0, "modsum-scratch": 10.0}
 
 #: task -> [(column, report kind, key)]: what the tables show; the first column is the task's headline.
 MEASURES = {
@@ -65,6 +72,7 @@ MEASURES = {
                ("cosine-sum R@1", "nway_cosine", "(audio,image)->text"),
                ("text->(audio,image) R@1", "nway", "text->(audio,image)")],
 }
+MEASURES |= {f"{task}-scratch": MEASURES[task] for task in ("composition", "modsum")}
 
 
 def _value(report: dict, kind: str, key: str) -> float:
@@ -83,30 +91,30 @@ def _train(run_file: Path, overrides: list[str], out: Path, progress: bool) -> t
     return train(config), val, config
 
 
-def train_base(seed: int, work: Path, progress: bool = False, budget: tuple[str, ...] = ()) -> Path:
+def train_base(seed: int, work: Path, progress: bool = False, overrides: tuple[str, ...] = ()) -> Path:
     """The base space of the joint tasks for ``seed`` (examples/compose/base.yaml)."""
-    model_dir, _, _ = _train(COMPOSE / "base.yaml", [f"optim.seed={seed}", *budget], work / f"base-{seed}", progress)
+    model_dir, _, _ = _train(COMPOSE / "base.yaml", [f"optim.seed={seed}", *overrides], work / f"base-{seed}", progress)
     return model_dir
 
 
 def run_one(task: str, objective: str, seed: int, work: Path, base: Path | None, progress: bool = False,
-            budget: tuple[str, ...] = ()) -> dict:
+            overrides: tuple[str, ...] = ()) -> dict:
     """Train one objective on one task and evaluate it on the task's test split: ``{column: value, "score": ...}``.
 
-    ``budget``: overrides that shorten the run (tests), e.g. ``("optim.epochs=1",)``.
+    ``overrides``: applied last, e.g. ``("optim.epochs=1",)`` to shorten the run (tests) or an ablation.
     """
     from gramx.evaluate.report import evaluate
     from gramx.model.model import load_model
 
     run_file, fine_tune = TASKS[task]
-    overrides = [*OBJECTIVES[objective], f"optim.seed={seed}", f"init={base}" if fine_tune else "init=null", *budget]
+    overrides = [*OBJECTIVES[objective], f"optim.seed={seed}", f"init={base}" if fine_tune else "init=null", *overrides]
     model_dir, val, config = _train(run_file, overrides, work / f"{task}-{run_name(objective)}-{seed}", progress)
     report = evaluate(load_model(model_dir), val, classes=config.eval.classes, template=config.eval.template)
     return {"score": report["score"], **{name: _value(report, kind, key) for name, kind, key in MEASURES[task]}}
 
 
 def compare(tasks: list[str], objectives: list[str], seeds: list[int], work: Path, timings: Timings | None = None,
-            progress: bool = False, budget: tuple[str, ...] = ()) -> dict:
+            progress: bool = False, overrides: tuple[str, ...] = ()) -> dict:
     """Every objective on every task for every seed: ``{task: {objective: [results per seed]}}``."""
     timings = timings or Timings()
     results: dict = {task: {objective: [] for objective in objectives} for task in tasks}
@@ -115,12 +123,12 @@ def compare(tasks: list[str], objectives: list[str], seeds: list[int], work: Pat
         if any(TASKS[task][1] for task in tasks):
             say(f"training the base space (plain digits, pairwise, seed {seed}) ...")
             with timings(f"objectives: base space, seed {seed}"):
-                base = train_base(seed, work, progress, budget)
+                base = train_base(seed, work, progress, overrides)
         for task in tasks:
             for objective in objectives:
                 say(f"{task}: training {objective} (seed {seed}) ...")
                 with timings(f"objectives: {task} {objective} seed {seed}"):
-                    results[task][objective].append(run_one(task, objective, seed, work, base, progress, budget))
+                    results[task][objective].append(run_one(task, objective, seed, work, base, progress, overrides))
     return results
 
 
@@ -144,8 +152,8 @@ def run_objectives(out: Path, timings: Timings, quick: bool = False, seed: int =
 
     objectives = list(DEMO_OBJECTIVES)
     tasks = ["composition", "modsum"]
-    budget = ("optim.epochs=1",) if quick else ()
-    results = compare(tasks, objectives, [seed], out / "work" / "objectives", timings, progress, budget)
+    overrides = ("optim.epochs=1",) if quick else ()
+    results = compare(tasks, objectives, [seed], out / "work" / "objectives", timings, progress, overrides)
     tables = {task: summary_rows(results, task) for task in tasks}
     for task, (rows, header) in tables.items():
         say(f"\n{task}: test split, percent (each model scored by its own objective's similarity)")

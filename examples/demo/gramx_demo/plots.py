@@ -17,7 +17,7 @@ __all__ = [
 
 MARKERS = {"audio": "o", "image": "s", "glyph": "D", "text": "^", "video": "P", "subtitles": "X",
            "depth": "v", "pointcloud": "*"}
-MODEL_COLOURS = {"GRAM": "#d62728", "GRAM + pairwise": "#9467bd", "pairwise": "#1f77b4"}
+MODEL_COLOURS = {"GRAM": "#d62728", "GRAM + warm-up": "#9467bd", "pairwise": "#1f77b4", "Symile": "#2ca02c"}
 DPI = 110
 
 

@@ -109,7 +109,7 @@ def _run_stages(args: argparse.Namespace, stages: tuple[str, ...], data: Path, o
             quick=args.quick, glyph=False if args.no_glyph else None, progress=progress, map_method=args.map,
             final=final,
         )
-        say("\n=== stage 1: digits (GRAM vs pairwise) ===")
+        say("\n=== stage 1: digits (GRAM recipe, pairwise, Symile) ===")
         digits = run_digits(opts, timings)
     if "objectives" in stages:
         from gramx_demo.objectives import run_objectives

@@ -50,7 +50,7 @@ def run_shapes(out: Path, timings: Timings, quick: bool = False, seed: int = 0, 
             model = load_model(path)
             reports[label] = evaluate(model, work / "data" / "test.jsonl", classes=classes,
                                       template="a 3d model of a {}")
-    first = reports["GRAM"]
+    first = next(iter(reports.values()))
     rows = [[key.replace("->", " → ")] + [f"{r['retrieval'][key]['R@1']:.1f} / {r['retrieval'][key]['mAP']:.1f}"
                                           for r in reports.values()] for key in first["retrieval"]]
     rows += [[key.replace("->", " → ") + " (volume)"] + [f"{r['nway'][key]['R@1']:.1f} / {r['nway'][key]['mAP']:.1f}"

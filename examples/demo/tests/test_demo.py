@@ -15,6 +15,7 @@ import soundfile as sf
 
 from gramx_demo.clips import ClipSpec, extract_audio, read_clip, write_clip, write_srt
 from gramx_demo.common import LOSSES, default_data_dir
+from gramx_demo.objectives import TASKS
 
 DATA = default_data_dir()
 PHOTO = DATA / "image" / "0_img_5266.jpg"
@@ -26,6 +27,15 @@ def test_demo_command_is_registered():
 
     args = build_parser().parse_args(["demo", "--quick", "-o", "somewhere"])
     assert args.quick and args.stage == ("digits", "objectives") and callable(args.func)
+
+
+def test_the_scratch_run_files_start_from_nothing():
+    from gramx.train.config import load_config
+
+    scratch = {task: load_config(TASKS[task][0]) for task in TASKS if task.endswith("-scratch")}
+    assert set(scratch) == {"composition-scratch", "modsum-scratch"}
+    assert all(config.init is None and not TASKS[task][1] for task, config in scratch.items())
+    assert all(m.head.batch_norm for m in scratch["modsum-scratch"].modalities.values())  # no modality collapses
 
 
 def test_class_prompt_labels_never_overlap():
@@ -99,17 +109,17 @@ def test_quick_demo_metrics_far_above_chance(quick_report):
     assert set(digits["models"]) == set(LOSSES)
     others = ",".join(sorted(n for n in digits["modalities"] if n != "text"))
     # chance is 10% for zero-shot and P@1 (ten balanced classes)
-    # (the quick run trains 36 steps; the GRAM + pairwise model's audio lags most at that budget)
-    for name, audio in (("pairwise", 30), ("GRAM + pairwise", 20)):
+    # (the quick run trains 36 steps; the GRAM model's audio lags most at that budget)
+    for name, audio in (("pairwise", 30), ("GRAM + warm-up", 20)):
         model = digits["models"][name]
         assert model["zeroshot"]["audio"] > audio, name
         assert model["zeroshot"]["image"] > 30, name
         assert model["retrieval"]["text->image"]["R@1"] > 40, name
         assert model["nway"][f"text->({others})"]["R@1"] > 40, name
     # every model is evaluated on the same pairs, with cosine-sum n-way scores next to volume ones
-    gram = digits["models"]["GRAM"]
+    pairwise = digits["models"]["pairwise"]
     for model in digits["models"].values():
-        assert set(model["retrieval"]) == set(gram["retrieval"])
+        assert set(model["retrieval"]) == set(pairwise["retrieval"])
         assert set(model["nway_cosine"]) == set(model["nway"])
         for metrics in model["retrieval"].values():
             assert 0 <= metrics["mAP"] <= 100
@@ -174,7 +184,7 @@ def test_quick_media_and_shapes_stages(tmp_path):
         if stage == "media":
             clips = sorted((out / "work" / "media" / "clips-test").glob("*.mp4"))
             assert clips and all(c.with_suffix(".srt").is_file() and c.with_suffix(".wav").is_file() for c in clips)
-    assert 'search "seven" with the GRAM model' in stdout["media"]
+    assert 'search "seven" with the GRAM + warm-up model' in stdout["media"]
     assert "rank  clip" in stdout["media"]  # a ranked result table
     report = (out / "report.md").read_text()  # the second run replaced the first run's report
     assert "3-D shapes" in report and not (out / "work" / "media").exists()
