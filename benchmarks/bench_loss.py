@@ -69,9 +69,12 @@ def make_losses(device: torch.device, k: int, d: int, chosen: list[str] | None =
 
 
 def step(loss_fn: torch.nn.Module, base: dict) -> torch.Tensor:
-    """One forward + backward with fresh leaf tensors (gradients to features and temperature)."""
+    """One forward + backward with fresh leaf tensors (gradients to features and temperature); features in a
+    reduced precision run under autocast, as in training (a loss's own layers, ConFu's fusion, keep float32 weights)."""
     feats = {n: x.detach().requires_grad_() for n, x in base.items()}
-    loss = loss_fn(feats)
+    first = next(iter(feats.values()))
+    with torch.autocast(first.device.type, dtype=first.dtype, enabled=first.dtype != torch.float32):
+        loss = loss_fn(feats)
     loss.backward()
     return loss.detach()
 
