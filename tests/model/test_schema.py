@@ -46,7 +46,8 @@ def test_unknown_formats_scores_and_keys_are_refused(change, problem):
         ModelConfig.model_validate({"dim": 8, "modalities": {}, **change})
 
 
-def test_an_identity_head_has_no_hidden_layer():
+@pytest.mark.parametrize("layer", [{"hidden": 16}, {"batch_norm": True}])
+def test_an_identity_head_has_no_layers(layer):
     assert HeadConfig(identity=True).hidden == 0
-    with pytest.raises(ValidationError, match="an identity head has no hidden layer"):
-        HeadConfig(identity=True, hidden=16)
+    with pytest.raises(ValidationError, match="an identity head has no layers"):
+        HeadConfig(identity=True, **layer)
