@@ -42,8 +42,10 @@ EXAMPLES = Path(__file__).resolve().parents[2]
 #: term fades out over the first 150 of the digits stage's 230 steps (the volume alone cannot
 #: tell a vector from its negative and is flat at the random start; see report.md). Symile is
 #: the joint peer.
+#: The model whose embeddings of the test split become the index the demo serves.
+GRAM_RECIPE = "GRAM + warm-up"
 LOSSES = {
-    "GRAM + warm-up": {"type": "gram", "anchor": "all", "pairwise_warmup": 150},
+    GRAM_RECIPE: {"type": "gram", "anchor": "all", "pairwise_warmup": 150},
     "pairwise": {"type": "pairwise", "anchor": "text"},
     "Symile": {"type": "symile"},
 }

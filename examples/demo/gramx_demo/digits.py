@@ -9,6 +9,7 @@ from pathlib import Path
 
 from gramx_demo import plots
 from gramx_demo.common import (
+    GRAM_RECIPE,
     LOSSES,
     Analysis,
     Timings,
@@ -187,7 +188,7 @@ def run_digits(opts: DigitsOptions, timings: Timings) -> DigitsResult:
             model = load_model(path)
             result.analyses[label] = analyse(model, test, classes=opts.classes, template=opts.template,
                                              progress=opts.progress, seed=opts.seed)
-        if label == "GRAM":
+        if label == GRAM_RECIPE:
             with timings("digits: index the test split"):
                 result.serve = index_test_split(model, result.analyses[label].embeddings, test, opts)
     build_tables(result)
