@@ -39,8 +39,19 @@ def _transforms(candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     tolerance = DEPENDENT * torch.finfo(gram.dtype).eps * gram.diagonal(dim1=-2, dim2=-1)
     dependent = (info != 0) | (pivots * pivots <= tolerance).any(dim=-1)
     factor = torch.where(dependent[:, None, None], eye, factor)
-    inverse = torch.linalg.solve_triangular(factor, eye.expand_as(factor), upper=False)
-    return inverse, pivots.prod(dim=-1).masked_fill(dependent, 0.0)
+    return _lower_inverse(factor), pivots.prod(dim=-1).masked_fill(dependent, 0.0)
+
+
+def _lower_inverse(factor: torch.Tensor) -> torch.Tensor:
+    """``L^-1`` of lower-triangular ``factor [n, m, m]`` (positive diagonal) by forward substitution, one
+    entry at a time over all ``n``: for ``m x m`` blocks this is several times faster than a batched solve."""
+    inverse = torch.zeros_like(factor)
+    diagonal = factor.diagonal(dim1=-2, dim2=-1)
+    for i in range(factor.shape[-1]):
+        inverse[:, i, i] = diagonal[:, i].reciprocal()
+        for j in range(i):
+            inverse[:, i, j] = -(factor[:, i, j:i] * inverse[:, j:i, j]).sum(-1) / diagonal[:, i]
+    return inverse
 
 
 @torch.no_grad()
