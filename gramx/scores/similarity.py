@@ -186,7 +186,7 @@ class ProductIndex:
         x = _working(candidates)
         if mask is not None:
             x = x * mask.unsqueeze(-1)
-        return cls(x.sum(dim=1))
+        return cls(x[:, 0] if x.shape[1] == 1 else x.sum(dim=1))  # one vector: a view, not a copy
 
     def __len__(self) -> int:
         return self.vectors.shape[0]

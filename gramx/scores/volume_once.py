@@ -21,13 +21,18 @@ import torch
 from gramx.scores.topk import RunningTopk
 from gramx.scores.volume import CUDA_BLOCK_ELEMENTS, DEFAULT_BLOCK_ELEMENTS
 
-__all__ = ["DEPENDENT", "volume_search_once"]
+__all__ = ["CACHE_ELEMENTS", "DEPENDENT", "volume_search_once"]
 
 #: A candidate vector whose residual against the earlier ones has a squared length below
 #: ``DEPENDENT * eps`` times its own is taken as dependent on them (the candidate's volume
 #: is 0): in float32 that is an angle under ~0.08 degrees to their span, where the squared
 #: pivot of ``G``'s factor is rounding error.
 DEPENDENT = 16
+
+#: Candidate numbers in one block on CPUs (8 MiB of float32): a block small enough to stay in
+#: cache between its Gram matrices and its products (measured with 100 queries against 2 x 512-d
+#: candidates: 0.95x the products alone at 2,048 candidates a block, 1.28x at 32,768).
+CACHE_ELEMENTS = 1 << 21
 
 
 def _transforms(candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,25 +66,32 @@ def volume_search_once(queries: torch.Tensor, candidates: torch.Tensor, k: int =
 
     Returns ``(volumes [Q, k], indices [Q, k])``, like :meth:`VolumeIndex.search
     <gramx.scores.volume.VolumeIndex.search>`; every vector of every candidate must be
-    present. Memory is bounded by ``block_elements`` numbers of ``[Q, n, m]`` products.
+    present. Memory is bounded by ``block_elements`` numbers of ``[Q, n, m]`` products; on
+    CPUs a block also holds at most :data:`CACHE_ELEMENTS` candidate numbers, so its Gram
+    matrices and its products read it from cache.
     """
     q = queries.float()
     c = candidates.float()
-    n, m, _ = c.shape
+    n, m, d = c.shape
     if block_elements is None:
         block_elements = DEFAULT_BLOCK_ELEMENTS if c.device.type == "cpu" else CUDA_BLOCK_ELEMENTS
     step = max(1, block_elements // max(1, q.shape[0] * m))
+    if c.device.type == "cpu":
+        step = min(step, max(1, CACHE_ELEMENTS // (m * d)))
     q_norm2 = (q * q).sum(-1, keepdim=True)
     best = RunningTopk(min(k, n))
     for start in range(0, n, step):
         block = c[start:start + step]
         inverse, volume = _transforms(block)
+        # vol(C) L^-1 as m x m rows of per-candidate coefficients, so vol(q, C)^2 needs no further pass
+        coefficients = (inverse * volume[:, None, None]).permute(1, 2, 0).contiguous()
         products = [q @ block[:, j].T for j in range(m)]  # [Q, n] each: the GEMM bound
-        residual = q_norm2.expand(-1, block.shape[0]).clone()
+        squared = q_norm2 * volume.square()
         for i in range(m):
-            projection = products[0] * inverse[:, i, 0]
+            projection = products[0] * coefficients[i, 0]
             for j in range(1, i + 1):
-                projection.addcmul_(products[j], inverse[:, i, j])
-            residual.addcmul_(projection, projection, value=-1)
-        best.add(residual.clamp_(min=0).sqrt_().mul_(volume))
-    return best.result(q.shape[0], q)
+                projection.addcmul_(products[j], coefficients[i, j])
+            squared.addcmul_(projection, projection, value=-1)
+        best.add(squared)  # ranked by the squared volume: the same order, one pass fewer
+    squared, indices = best.result(q.shape[0], q)
+    return squared.clamp_(min=0).sqrt_(), indices
