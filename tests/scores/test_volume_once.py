@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from gramx.scores.similarity import SCORES
+from gramx.scores import volume_once
 from gramx.scores.volume import VolumeIndex
 from gramx.scores.volume_once import volume_search_once
 
@@ -41,6 +42,15 @@ def test_blocks_do_not_change_the_result():
     torch.testing.assert_close(whole[0], blocked[0], rtol=0, atol=1e-6)
 
 
+def test_cache_sized_blocks_do_not_change_the_result(monkeypatch):
+    candidates, queries = unit(500, 2, 32), unit(20, 32, seed=3)
+    whole = volume_search_once(queries, candidates, k=5)
+    monkeypatch.setattr(volume_once, "CACHE_ELEMENTS", 2 * 32 * 9)  # blocks of 9 candidates
+    blocked = volume_search_once(queries, candidates, k=5)
+    assert torch.equal(whole[1], blocked[1])
+    torch.testing.assert_close(whole[0], blocked[0], rtol=0, atol=1e-6)
+
+
 def test_dependent_vectors_have_volume_zero_as_in_the_index():
     vectors = unit(6, 32)
     candidates = torch.stack([vectors, vectors, unit(6, 32, seed=1)], dim=1)
@@ -65,3 +75,13 @@ def test_the_volume_score_searches_once_through_it_and_others_through_their_inde
         got = SCORES[name].search_once(queries, candidates, 3)
         want = SCORES[name].index(candidates).search(queries, k=3)
         assert torch.equal(got[1], want[1])
+
+
+def test_cosine_over_one_modality_scores_the_candidates_themselves():
+    candidates, queries = unit(50, 1, 16), unit(4, 16, seed=6)
+    index = SCORES["cosine"].index(candidates)
+    assert index.vectors.data_ptr() == candidates.data_ptr()  # a view: no copy of a streamed chunk
+    values, indices = SCORES["cosine"].search_once(queries, candidates, 3)
+    want = (queries @ candidates[:, 0].T).topk(3, dim=1)
+    assert torch.equal(indices, want.indices)
+    torch.testing.assert_close(values, want.values)
