@@ -16,14 +16,15 @@
 - ``GET /``: the single page (``static/``).
 
 Errors are JSON ``{"error", "hint"}`` with the messages the CLI prints, never a traceback.
-Searches run in uvicorn's thread pool (a slow one does not hold up the others) on the model
-in eval mode.
+Requests run in uvicorn's thread pool on the model in eval mode: each embeds its own query,
+and the queries waiting together share one pass over the index (:mod:`gramx.serve.batching`).
 """
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from gramx.embed.embedding import embed_values
 from gramx.errors import GramxError
 from gramx.index.reader import EmbeddingIndex, Hit
 from gramx.model.model import GramxModel
+from gramx.serve.batching import MAX_BATCH, SearchBatcher
 from gramx.serve.limits import MAX_K, MAX_UPLOAD, UploadLimit, UploadTooLarge
 from gramx.serve.media import NotServed, content_type, media_file, media_roots
 from gramx.serve.ranges import part_response
@@ -67,16 +69,24 @@ def _k(text: str | int | None) -> int:
 
 
 def create_app(model: GramxModel, index: EmbeddingIndex, max_upload: int = MAX_UPLOAD,
-               media: Sequence[str | Path] = ()) -> FastAPI:
+               media: Sequence[str | Path] = (), max_batch: int = MAX_BATCH) -> FastAPI:
     """The app answering searches of ``index`` with ``model`` (checked to be the model that made it).
 
     ``max_upload``: the largest request body accepted, in bytes (larger ones get 413);
-    ``media``: folders besides the index's source folders whose indexed files may be served.
+    ``media``: folders besides the index's source folders whose indexed files may be served;
+    ``max_batch``: the most queries one pass over the index answers (1: a pass per request).
     """
     index.check_model(model)
     model.eval()  # once, here: requests run in threads and must not switch the mode under one another
     roots = media_roots(index, media)
-    app = FastAPI(title="gramx", docs_url=None, redoc_url=None, openapi_url=None)
+    batcher = SearchBatcher(index, max_batch)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await run_in_threadpool(batcher.close)
+
+    app = FastAPI(title="gramx", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.add_middleware(UploadLimit, limit=max_upload)
 
     @app.exception_handler(GramxError)
@@ -98,8 +108,10 @@ def create_app(model: GramxModel, index: EmbeddingIndex, max_upload: int = MAX_U
             raise GramxError(f"this server cannot embed a {modality} query",
                              hint=f"query with one of: {', '.join(model.names)}")
         candidates = index.candidates(modality, names)
-        score, hits = index.search(embed_values(model, modality, [value]).to(model.device), candidates, k=k)
-        return {"score": score, "hits": [_hit(h) for h in hits[0]]}
+        query = embed_values(model, modality, [value]).to(model.device)[0]
+        score, values, positions = batcher.top(query, candidates, k)
+        hits = index.hits(values[None], positions[None], candidates)[0]
+        return {"score": score, "hits": [_hit(h) for h in hits]}
 
     def _hit(h: Hit) -> dict:
         media = {n: content_type(v) for n, v in h.values.items()
